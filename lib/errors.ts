@@ -1,0 +1,90 @@
+/**
+ * Every failure the queue reports, one class each. The `type` string and `code` are the
+ * contract across Moleculer nodes (errors travel as { name, message, code, type, data, retryable }).
+ * Caller mistakes are MoleculerClientError (4xx); transient faults are MoleculerRetryableError.
+ * No error carries a key, a plaintext value or a token.
+ */
+import { Errors } from "moleculer";
+
+const { MoleculerClientError, MoleculerRetryableError, MoleculerError } = Errors;
+
+/** No owner could be established for the call (no ctx.meta.ownerId / ctx.meta.acl.ownerId). */
+export class OwnerMissingError extends MoleculerClientError {
+  constructor(action: string) {
+    super("No owner for this call: set ctx.meta.ownerId (normally done by the ACL middleware)", 401, "OWNER_MISSING", {
+      action,
+    });
+  }
+}
+
+/** The ACL decision refused the call. */
+export class AccessDeniedError extends MoleculerClientError {
+  constructor(data: Record<string, unknown>) {
+    super("Access denied", 403, "ACCESS_DENIED", data);
+  }
+}
+
+/** A parameter is invalid; `field` names it. */
+export class InvalidParameterError extends MoleculerClientError {
+  constructor(field: string, message: string, data: Record<string, unknown> = {}) {
+    super(message, 422, "INVALID_PARAMETER", { field, ...data });
+  }
+}
+
+/** The serialized value (or result) is larger than the configured limit. */
+export class ValueTooLargeError extends MoleculerClientError {
+  constructor(field: string, size: number, limit: number) {
+    super(`${field} is ${size} bytes, over the limit of ${limit} bytes`, 413, "VALUE_TOO_LARGE", {
+      field,
+      size,
+      limit,
+    });
+  }
+}
+
+/** The node asked to serve a queue does not own it (any more); the caller re-routes. */
+export class NotOwnerError extends MoleculerRetryableError {
+  constructor(queue: string, owner: string | null) {
+    super("This node does not own the queue", 503, "QUEUE_NOT_OWNER", { queue, owner });
+  }
+}
+
+/** The queue's ownership was lost or a write's outcome is unknown; the call may be retried. */
+export class OwnershipLostError extends MoleculerRetryableError {
+  constructor(queue: string, reason: string) {
+    super(`Queue ownership was lost (${reason}); retry the call`, 503, "QUEUE_OWNERSHIP_LOST", { queue, reason });
+  }
+}
+
+/** Cassandra did not answer in time or failed; nothing was acknowledged to the caller. */
+export class StorageUnavailableError extends MoleculerRetryableError {
+  constructor(operation: string, reason: string) {
+    super(`Storage unavailable during ${operation}: ${reason}`, 503, "STORAGE_UNAVAILABLE", { operation, reason });
+  }
+}
+
+/** The keys service could not give a key; nothing was stored or changed. */
+export class KeysUnavailableError extends MoleculerRetryableError {
+  constructor(ownerId: string, reason: string) {
+    super(`The keys service could not provide a key: ${reason}`, 503, "KEYS_UNAVAILABLE", { ownerId, reason });
+  }
+}
+
+/** A stored value failed authentication or could not be decrypted; names the task, never the data. */
+export class DecryptionError extends MoleculerError {
+  constructor(queue: string, taskId: string, field: string, reason: string) {
+    super(`Task ${taskId} could not be decrypted (${field}): ${reason}`, 500, "DECRYPTION_FAILED", {
+      queue,
+      taskId,
+      field,
+      reason,
+    });
+  }
+}
+
+/** Configuration is invalid; the message says what to fix. */
+export class ConfigurationError extends MoleculerError {
+  constructor(setting: string, message: string) {
+    super(message, 500, "CONFIGURATION_ERROR", { setting });
+  }
+}
