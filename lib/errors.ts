@@ -88,3 +88,22 @@ export class ConfigurationError extends MoleculerError {
     super(message, 500, "CONFIGURATION_ERROR", { setting });
   }
 }
+
+/** A key was asked for one owner through the context of a call made by another owner. */
+export class KeyOwnerMismatchError extends MoleculerError {
+  constructor(ownerId: string, callerOwnerId: string) {
+    super(
+      "The key's owner differs from the owner of the calling context; pass the context of a call made by that owner",
+      500,
+      "KEY_OWNER_MISMATCH",
+      { ownerId, callerOwnerId },
+    );
+  }
+}
+
+/** The keys service knows no key with this id for this owner (never created, or expired). */
+export class OwnerKeyNotFoundError extends MoleculerClientError {
+  constructor(ownerId: string, keyId: string) {
+    super(`The owner has no key ${keyId} (never created, or expired)`, 404, "OWNER_KEY_NOT_FOUND", { ownerId, keyId });
+  }
+}

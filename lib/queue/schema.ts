@@ -1,0 +1,64 @@
+/**
+ * The queue's tables, created idempotently and versioned: each migration runs once, in order, and
+ * is recorded in schema_migrations. Add new migrations at the end; never edit an applied one.
+ */
+import type { Client } from "cassandra-driver";
+import type { QueueEngineOptions } from "./options";
+
+interface Migration {
+  id: number;
+  name: string;
+  statements: (o: QueueEngineOptions) => string[];
+}
+
+const migrations: Migration[] = [
+  {
+    id: 1,
+    name: "queue owner, event log, task index",
+    statements: o => [
+      `CREATE TABLE IF NOT EXISTS queue_owner (
+         queue text PRIMARY KEY, range_id bigint, node text, lease_until timestamp, buckets text
+       ) WITH default_time_to_live = ${o.retentionSeconds}`,
+      `CREATE TABLE IF NOT EXISTS queue_log (
+         queue text, range_id bigint, bucket int, pos int,
+         sealed boolean STATIC,
+         kind tinyint, task_id text, seq bigint, client_id boolean,
+         key_id text, value blob, token_key_id text, wf_token blob,
+         attempt int, worker text, lease_until bigint, expires_at bigint,
+         result_key_id text, result blob,
+         PRIMARY KEY ((queue, range_id, bucket), pos)
+       ) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}
+         AND default_time_to_live = ${o.retentionSeconds} AND gc_grace_seconds = 10800`,
+      `CREATE TABLE IF NOT EXISTS task_index (
+         queue text, task_id text, seq bigint, PRIMARY KEY ((queue, task_id))
+       ) WITH default_time_to_live = ${o.retentionSeconds}`,
+    ],
+  },
+];
+
+const identifier = /^[a-z][a-z0-9_]{0,47}$/;
+
+/** Creates the keyspace (if missing) and applies pending migrations. Safe to run on every start, from many nodes. */
+export async function migrateSchema(client: Client, options: QueueEngineOptions): Promise<void> {
+  if (!identifier.test(options.keyspace)) {
+    throw new Error(`Invalid keyspace name "${options.keyspace}": use lower-case letters, digits and _`);
+  }
+  const ks = options.keyspace;
+  await client.execute(`CREATE KEYSPACE IF NOT EXISTS ${ks} WITH replication = ${options.replication}`);
+  await client.execute(
+    `CREATE TABLE IF NOT EXISTS ${ks}.schema_migrations (id int PRIMARY KEY, name text, applied_at timestamp)`,
+  );
+  const applied = await client.execute(`SELECT id FROM ${ks}.schema_migrations`);
+  const done = new Set(applied.rows.map(r => r["id"] as number));
+  for (const m of migrations) {
+    if (done.has(m.id)) continue;
+    for (const stmt of m.statements(options)) {
+      await client.execute(stmt.replace(/CREATE TABLE IF NOT EXISTS /, `CREATE TABLE IF NOT EXISTS ${ks}.`));
+    }
+    await client.execute(`INSERT INTO ${ks}.schema_migrations (id, name, applied_at) VALUES (?, ?, ?)`, [
+      m.id,
+      m.name,
+      new Date(),
+    ]);
+  }
+}

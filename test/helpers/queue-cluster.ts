@@ -1,0 +1,60 @@
+/** Brokers running the queue service against the test Cassandra, for integration tests. */
+import { randomUUID } from "node:crypto";
+import type { Client } from "cassandra-driver";
+import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { PlainCodec, type ValueCodec } from "../../lib/codec";
+import type { QueueEngineOptions } from "../../lib/queue/options";
+import { createQueueService, type QueueServiceOptions } from "../../services/queue.service";
+
+export interface ClusterOptions {
+  keyspace: string;
+  client: Client;
+  engine?: Partial<QueueEngineOptions>;
+  /** Extra services (an activity service, the keys service...) created on every broker. */
+  services?: ServiceSchema[];
+  codec?: QueueServiceOptions["codec"];
+  namespace?: string;
+  service?: Partial<QueueServiceOptions>;
+}
+
+/** Starts one broker with the queue service. Brokers of the same namespace see each other (Fake transporter). */
+export async function startQueueBroker(nodeID: string, o: ClusterOptions): Promise<ServiceBroker> {
+  const broker = new ServiceBroker({
+    nodeID,
+    namespace: o.namespace,
+    transporter: o.namespace ? "Fake" : undefined,
+    logger: false,
+    heartbeatInterval: 1,
+    heartbeatTimeout: 3,
+  });
+  for (const s of o.services ?? []) broker.createService(s);
+  broker.createService(
+    createQueueService({
+      client: o.client,
+      codec: o.codec ?? ((): ValueCodec => new PlainCodec()),
+      engine: { keyspace: o.keyspace, ...o.engine },
+      ...o.service,
+    }),
+  );
+  await broker.start();
+  return broker;
+}
+
+/** Starts `n` brokers one after another (schema migrations must not race) in one namespace. */
+export async function startQueueCluster(n: number, o: ClusterOptions): Promise<ServiceBroker[]> {
+  const namespace = o.namespace ?? `q-${randomUUID().slice(0, 8)}`;
+  const brokers: ServiceBroker[] = [];
+  for (let i = 0; i < n; i++) brokers.push(await startQueueBroker(`node-${i + 1}`, { ...o, namespace }));
+  await waitFor(() => brokers.every(b => b.registry.nodes.list({}).filter(x => x.available).length === n));
+  return brokers;
+}
+
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error("condition not met in time");
+    await new Promise(r => setTimeout(r, 20));
+  }
+}
+
+export const owner = (id: string) => ({ meta: { ownerId: id } });
