@@ -11,7 +11,7 @@ export default tseslint.config(
       "@typescript-eslint/no-explicit-any": "off",
       "no-eval": "error",
       "no-new-func": "error",
-      "no-implied-eval": "error"
-    }
-  }
+      "no-implied-eval": "error",
+    },
+  },
 );

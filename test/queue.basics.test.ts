@@ -67,7 +67,11 @@ test("fetchTask tells the task id, attempt and lease deadline without changing f
   const serviceId = randomUUID();
   await broker.call("worker.queue.add", { serviceId, value: { a: 1 }, taskId: "my-task-1" }, opts);
   const before = Date.now();
-  const task = await broker.call<any, any>("worker.queue.fetchTask", { serviceId, workerId: "w", timeToRecover: 30 }, opts);
+  const task = await broker.call<any, any>(
+    "worker.queue.fetchTask",
+    { serviceId, workerId: "w", timeToRecover: 30 },
+    opts,
+  );
   expect(task).toMatchObject({ taskId: "my-task-1", attempt: 1, value: { a: 1 } });
   expect(task.leaseUntil).toBeGreaterThanOrEqual(before + 29_000);
   expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)).toEqual({ a: 1 });

@@ -75,7 +75,8 @@ export class History {
       }
       if (duplicated) v.duplicatedWhileLeased.push(id);
       const firstAck = acks.length > 0 ? Math.min(...acks.map(a => a.at)) : Infinity;
-      if (attempts.some(d => d.at > firstAck && d.leaseUntil - d.timeToRecoverMs > firstAck)) v.deliveredAfterAck.push(id);
+      if (attempts.some(d => d.at > firstAck && d.leaseUntil - d.timeToRecoverMs > firstAck))
+        v.deliveredAfterAck.push(id);
       if (attempts.length === 1 && acks.length === 1) v.deliveredOnce++;
       else if (attempts.length > 1 && !duplicated) v.redeliveredAfterExpiry++;
     }

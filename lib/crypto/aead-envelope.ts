@@ -1,0 +1,76 @@
+/**
+ * The authenticated envelope shared by stored values and wrapped owner keys:
+ * `version (1 byte) | nonce (24 bytes) | XChaCha20-Poly1305-IETF ciphertext with its 16-byte tag`.
+ * The version byte is also bound into the associated data, so it cannot be altered either.
+ * Nonces come from node:crypto (libsodium's WASM randombytes is much slower); 24 random bytes make
+ * a nonce collision negligible however many values one key seals.
+ */
+import { randomBytes } from "node:crypto";
+import sodium from "libsodium-wrappers";
+
+export const ENVELOPE_VERSION = 1;
+export const KEY_BYTES = 32;
+export const NONCE_BYTES = 24;
+export const TAG_BYTES = 16;
+const HEADER_BYTES = 1 + NONCE_BYTES;
+
+/** Why an envelope did not open; callers turn it into their own error (never carries data). */
+export class EnvelopeError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = "EnvelopeError";
+  }
+}
+
+let sodiumReady: Promise<typeof sodium> | undefined;
+
+/** libsodium after its WASM module has loaded; loads it once per process. */
+export function loadSodium(): Promise<typeof sodium> {
+  sodiumReady ??= sodium.ready.then(() => sodium);
+  return sodiumReady;
+}
+
+/**
+ * Associated data as length-prefixed parts (uint32 big-endian byte length, then UTF-8), preceded by
+ * the envelope version: no two different lists of parts encode to the same bytes.
+ */
+export function encodeAssociatedData(parts: readonly string[]): Buffer {
+  const encoded = parts.map(part => Buffer.from(part, "utf8"));
+  const out = Buffer.allocUnsafe(1 + encoded.reduce((sum, part) => sum + 4 + part.length, 0));
+  out[0] = ENVELOPE_VERSION;
+  let offset = 1;
+  for (const part of encoded) {
+    offset = out.writeUInt32BE(part.length, offset);
+    offset += part.copy(out, offset);
+  }
+  return out;
+}
+
+export function sealEnvelope(lib: typeof sodium, key: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Buffer {
+  if (key.length !== KEY_BYTES) throw new EnvelopeError(`key must be ${KEY_BYTES} bytes, got ${key.length}`);
+  const nonce = randomBytes(NONCE_BYTES);
+  const ciphertext = lib.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key);
+  const out = Buffer.allocUnsafe(HEADER_BYTES + ciphertext.length);
+  out[0] = ENVELOPE_VERSION;
+  nonce.copy(out, 1);
+  out.set(ciphertext, HEADER_BYTES);
+  return out;
+}
+
+/** Throws EnvelopeError when the blob is malformed or does not authenticate for this key and AD. */
+export function openEnvelope(lib: typeof sodium, key: Uint8Array, blob: Uint8Array, ad: Uint8Array): Buffer {
+  if (blob.length < HEADER_BYTES + TAG_BYTES) {
+    throw new EnvelopeError(`blob is ${blob.length} bytes, shorter than the ${HEADER_BYTES + TAG_BYTES}-byte minimum`);
+  }
+  if (blob[0] !== ENVELOPE_VERSION) throw new EnvelopeError(`unknown format version ${blob[0]}`);
+  if (key.length !== KEY_BYTES) throw new EnvelopeError(`key must be ${KEY_BYTES} bytes, got ${key.length}`);
+  const nonce = blob.subarray(1, HEADER_BYTES);
+  const ciphertext = blob.subarray(HEADER_BYTES);
+  let plaintext: Uint8Array;
+  try {
+    plaintext = lib.crypto_aead_xchacha20poly1305_ietf_decrypt(null, ciphertext, ad, nonce, key);
+  } catch {
+    throw new EnvelopeError("authentication failed: wrong key, altered bytes, or sealed for another place");
+  }
+  return Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
+}
