@@ -113,6 +113,7 @@ export class QueueShard {
   private readonly addCommits = new Map<string, Promise<void>>();
   private nextSeq: number;
   private maintaining = false;
+  private maintainAgain = false;
   lastUsed = Date.now();
 
   constructor(
@@ -120,6 +121,7 @@ export class QueueShard {
     private readonly log: EventLog,
     private readonly lease: OwnerLease,
     private readonly maxOpenBuckets: number,
+    private readonly bucketSize: number,
     recovered: Recovered,
     private readonly onHandover: (task: Task) => void,
   ) {
@@ -354,26 +356,38 @@ export class QueueShard {
   }
 
   /**
-   * After a rollover: retires the oldest partitions that hold no live task's full state, and when
-   * too many stay open, carries the oldest one's live tasks forward so it can retire next time.
+   * After a rollover: retires the oldest partitions that hold no live task's full state (oldest
+   * first, so a live task's later events are never orphaned). When more than maxOpenBuckets stay
+   * open and the oldest holds only a few live tasks (a long lease, a pending hand-over), those are
+   * carried forward so it can retire; a dense oldest partition is backlog and stays.
    */
   async maintain(): Promise<void> {
-    if (this.maintaining) return;
+    if (this.maintaining) {
+      this.maintainAgain = true;
+      return;
+    }
     this.maintaining = true;
     try {
-      const current = bucketKey(this.log.currentBucket);
-      const retire = new Set<string>();
-      for (const b of this.lease.buckets) {
-        const key = bucketKey(b);
-        if (key === current || (this.liveFull.get(key) ?? 0) > 0) break;
-        retire.add(key);
-      }
-      if (retire.size > 0) await this.lease.retireBuckets(retire);
-      const open = this.lease.buckets;
-      if (open.length > this.maxOpenBuckets && open[0]) {
-        const oldest = bucketKey(open[0]);
-        await this.carry([...this.tasks.values()].filter(t => t.fullBucket === oldest));
-      }
+      do {
+        this.maintainAgain = false;
+        const current = bucketKey(this.log.currentBucket);
+        const retire = new Set<string>();
+        for (const b of this.lease.buckets) {
+          const key = bucketKey(b);
+          if (key === current || (this.liveFull.get(key) ?? 0) > 0) break;
+          retire.add(key);
+        }
+        if (retire.size > 0) await this.lease.retireBuckets(retire);
+        const open = this.lease.buckets;
+        const oldest = open[0] && bucketKey(open[0]);
+        if (oldest && oldest !== current && open.length > this.maxOpenBuckets) {
+          const pinned = [...this.tasks.values()].filter(t => t.fullBucket === oldest);
+          if (pinned.length <= this.bucketSize / 4) {
+            await this.carry(pinned);
+            this.maintainAgain = true;
+          }
+        }
+      } while (this.maintainAgain);
     } finally {
       this.maintaining = false;
     }

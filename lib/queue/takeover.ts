@@ -73,8 +73,14 @@ export async function takeOver(queue: string, deps: TakeoverDeps): Promise<Takeo
     reason => deps.onFailure(queue, reason),
     () => deps.onRollover(queue),
   );
-  const shard = new QueueShard(queue, log, lease, options.maxOpenBuckets, { tasks, maxSeq, lastAcked }, t =>
-    deps.onHandover(queue, t),
+  const shard = new QueueShard(
+    queue,
+    log,
+    lease,
+    options.maxOpenBuckets,
+    options.bucketSize,
+    { tasks, maxSeq, lastAcked },
+    t => deps.onHandover(queue, t),
   );
   await shard.carry(shard.liveTasks());
   if (previous.length > 0) await lease.retireBuckets(new Set(previous.map(bucketKey)));

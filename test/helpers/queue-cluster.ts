@@ -23,7 +23,7 @@ export async function startQueueBroker(nodeID: string, o: ClusterOptions): Promi
     nodeID,
     namespace: o.namespace,
     transporter: o.namespace ? "Fake" : undefined,
-    logger: false,
+    logger: process.env.TEST_LOG ? { type: "Console", options: { level: "info" } } : false,
     heartbeatInterval: 1,
     heartbeatTimeout: 3,
   });

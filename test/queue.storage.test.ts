@@ -1,0 +1,99 @@
+/** G6 and takeover state: bounded partitions, TTL on every row, retention, leases surviving a takeover. */
+import { randomUUID } from "node:crypto";
+import type { Client } from "cassandra-driver";
+import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
+import { owner, startQueueBroker, startQueueCluster } from "./helpers/queue-cluster";
+
+let client: Client;
+const keyspace = uniqueKeyspace("queue_storage");
+const opts = owner("owner-s");
+
+beforeAll(async () => {
+  client = await testClient();
+});
+
+afterAll(async () => {
+  await dropKeyspace(client, keyspace);
+  await client?.shutdown();
+});
+
+test("partitions stay bounded, old ones retire, every row has a TTL, and leases survive a takeover", async () => {
+  const bucketSize = 20;
+  const engine = { bucketSize, maxOpenBuckets: 3 };
+  const brokers = await startQueueCluster(2, { keyspace, client, engine });
+  const [first, second] = brokers as [(typeof brokers)[0], (typeof brokers)[0]];
+  try {
+    const serviceId = randomUUID();
+    const queue = `owner-s/${serviceId}`;
+    for (let i = 0; i < 150; i++) await first.call("worker.queue.add", { serviceId, value: i }, opts);
+    // A long-running task pins the oldest partition; the rest are processed.
+    expect(await first.call("worker.queue.fetch", { serviceId, workerId: "slow", timeToRecover: 600 }, opts)).toBe(0);
+    for (let i = 1; i < 150; i++) {
+      expect(await first.call("worker.queue.fetch", { serviceId, workerId: "fast" }, opts)).toBe(i);
+      expect(await first.call("worker.queue.ack", { serviceId, workerId: "fast" }, opts)).toBe(true);
+    }
+
+    // Retirement happens at rollovers: 50 more adds roll over twice more.
+    for (let i = 150; i < 200; i++) await first.call("worker.queue.add", { serviceId, value: i }, opts);
+    const partitions = await client.execute(`SELECT DISTINCT queue, range_id, bucket FROM ${keyspace}.queue_log`);
+    const mine = partitions.rows.filter(r => r["queue"] === queue);
+    expect(mine.length).toBeGreaterThan(10);
+    for (const p of mine) {
+      const rows = await client.execute(
+        `SELECT pos, TTL(kind) AS ttl FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`,
+        [queue, p["range_id"], p["bucket"]],
+        { prepare: true },
+      );
+      const events = rows.rows.filter(r => r["pos"] !== null);
+      expect(events.length).toBeLessThanOrEqual(bucketSize);
+      for (const r of events) {
+        expect(r["ttl"]).toBeGreaterThan(0);
+        expect(r["ttl"]).toBeLessThanOrEqual(7 * 24 * 3600);
+      }
+    }
+    const ownerRow = (
+      await client.execute(`SELECT buckets, TTL(node) AS ttl FROM ${keyspace}.queue_owner WHERE queue = ?`, [queue], {
+        prepare: true,
+      })
+    ).first();
+    // Open: the partition of the carried long-running task and those of the 50 new tasks; not the rest.
+    expect(JSON.parse(ownerRow!["buckets"]).length).toBeLessThanOrEqual(5);
+    expect(ownerRow!["ttl"]).toBeGreaterThan(0);
+
+    // Takeover: the slow worker keeps its task, nobody else gets it, the rest continue in order.
+    await first.stop();
+    expect(await second.call("worker.queue.fetch", { serviceId, workerId: "other" }, opts)).toBe(150);
+    expect(await second.call("worker.queue.fetch", { serviceId, workerId: "slow" }, opts)).toBe(0);
+    expect(await second.call("worker.queue.ack", { serviceId, workerId: "slow" }, opts)).toBe(true);
+    expect(await second.call("worker.queue.ack", { serviceId, workerId: "other" }, opts)).toBe(true);
+    const rest: unknown[] = [];
+    for (;;) {
+      const v = await second.call("worker.queue.fetch", { serviceId, workerId: "other" }, opts);
+      if (v === null) break;
+      rest.push(v);
+      await second.call("worker.queue.ack", { serviceId, workerId: "other" }, opts);
+    }
+    expect(rest).toEqual(Array.from({ length: 49 }, (_, i) => 151 + i));
+  } finally {
+    await Promise.all(brokers.filter(b => b.started).map(b => b.stop()));
+  }
+}, 120_000);
+
+test("a task expires after the retention", async () => {
+  const broker = await startQueueBroker("retention", {
+    keyspace: `${keyspace}_r`,
+    client,
+    engine: { retentionSeconds: 2 },
+  });
+  try {
+    const serviceId = randomUUID();
+    await broker.call("worker.queue.add", { serviceId, value: "short-lived" }, opts);
+    const ttl = await client.execute(`SELECT TTL(value) AS ttl FROM ${keyspace}_r.queue_log`);
+    expect(ttl.rows.filter(r => r["ttl"] !== null).every(r => r["ttl"] <= 2)).toBe(true);
+    await new Promise(r => setTimeout(r, 2500));
+    expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)).toBeNull();
+  } finally {
+    await broker.stop();
+    await dropKeyspace(client, `${keyspace}_r`);
+  }
+});
