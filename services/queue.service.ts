@@ -1,7 +1,8 @@
 /**
  * The `worker.queue` service: validates parameters, establishes the owner of the call, and
- * delegates to the QueueEngine (lib/queue/engine.ts). The interface is the original's:
- * add -> true; fetch -> the held task's value or null; ack -> true / false.
+ * delegates to the QueueEngine (lib/queue/engine.ts). The original interface is kept:
+ * add -> true; fetch -> the held task's value or null; ack -> true / false. Job control
+ * (update, release, cancel, dead, redrive, purge, status, stats, health) comes on top.
  */
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
@@ -10,14 +11,14 @@ import type { ValueCodec } from "../lib/codec";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
 import { MoleculerKeyProvider } from "../lib/crypto/key-provider";
 import { SodiumCodec } from "../lib/crypto/sodium-codec";
-import { OwnerMissingError, ValueTooLargeError } from "../lib/errors";
-import { QueueEngine, queueKey, type Cluster, type ShardRequest } from "../lib/queue/engine";
+import { InvalidParameterError, OwnerMissingError, ValueTooLargeError } from "../lib/errors";
+import { QueueEngine, queueKey, type Cluster, type ShardRequest, type TaskEvent } from "../lib/queue/engine";
 import type { QueueEngineOptions } from "../lib/queue/options";
 
 export interface QueueServiceOptions {
   /** @defaultValue "worker.queue" */
   name?: string;
-  /** Engine options (keyspace, retention, bucket sizes, owner lease...). */
+  /** Engine options (keyspace, retention, bucket sizes, owner lease, maxAttempts...). */
   engine?: Partial<QueueEngineOptions>;
   /** A Cassandra client to use; by default one is connected from the CASSANDRA_* environment. */
   client?: Client;
@@ -27,10 +28,12 @@ export interface QueueServiceOptions {
   keysService?: string;
   /** Service whose `completed` action receives workflow results. @defaultValue "flow.activity" */
   activityService?: string;
-  /** Largest accepted value / result, in bytes of JSON. @defaultValue 1 MiB */
+  /** Largest accepted value / result / progress / error, in bytes of JSON. @defaultValue 1 MiB */
   maxValueBytes?: number;
   /** Longest accepted timeToRecover, in seconds. @defaultValue 86400 */
   maxTimeToRecover?: number;
+  /** Emit task events (`<name>.task.<type>`, metadata only). @defaultValue true */
+  events?: boolean;
 }
 
 interface QueueMeta {
@@ -48,6 +51,16 @@ interface AckParams {
   result?: unknown;
   error?: unknown;
 }
+
+interface FetchParams {
+  serviceId: string;
+  workerId: string;
+  timeToRecover?: number;
+  wait?: number;
+}
+
+/** Longest long poll, in seconds. */
+export const MAX_WAIT_SECONDS = 20;
 
 /** The owner of a call: set by the ACL middleware, or by the caller in one of the two usual places. */
 export function ownerOf(ctx: QueueContext<unknown>): string {
@@ -67,19 +80,39 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
   const maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
   const maxTtr = options.maxTimeToRecover ?? 86_400;
   const activity = options.activityService ?? "flow.activity";
+  const emitEvents = options.events ?? true;
   let engine: QueueEngine;
   let ownClient: Client | undefined;
+  let metricsTimer: NodeJS.Timeout | undefined;
 
   const serviceId = { type: "uuid" } as const;
   const workerId = { type: "string", min: 1, max: 256 } as const;
+  const taskId = { type: "string", min: 1, max: 256 } as const;
+  const optionalTaskId = { ...taskId, optional: true } as const;
+  const fetchParams = {
+    serviceId,
+    workerId,
+    timeToRecover: { type: "number", positive: true, max: maxTtr, optional: true, convert: true },
+    wait: { type: "number", min: 0, max: MAX_WAIT_SECONDS, optional: true, convert: true },
+  } as const;
   /** `taskId` (optional) makes the ack apply only to that task, so a late ack cannot complete a newer one. */
   const ackParams = {
     serviceId,
     workerId,
-    taskId: { type: "string", optional: true, min: 1, max: 256 },
+    taskId: optionalTaskId,
     result: { type: "any", optional: true },
     error: { type: "any", optional: true },
   } as const;
+
+  const queueOf = (ctx: QueueContext<{ serviceId: string }>) => queueKey(ownerOf(ctx), ctx.params.serviceId);
+  const fetchTask = (ctx: QueueContext<FetchParams>) =>
+    engine.fetch(
+      ctx,
+      queueOf(ctx),
+      ctx.params.workerId,
+      (ctx.params.timeToRecover ?? 60) * 1000,
+      (ctx.params.wait ?? 0) * 1000,
+    );
 
   return {
     name,
@@ -90,52 +123,54 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           serviceId,
           value: { type: "any" },
           token: { type: "object", optional: true },
-          taskId: { type: "string", optional: true, min: 1, max: 256 },
+          taskId: optionalTaskId,
+          delay: { type: "number", min: 0, optional: true, convert: true },
+          notBefore: { type: "number", min: 0, optional: true, convert: true },
+          maxAttempts: { type: "number", integer: true, min: 0, optional: true, convert: true },
         },
-        async handler(ctx: QueueContext<{ serviceId: string; value: unknown; token?: object; taskId?: string }>) {
-          const owner = ownerOf(ctx);
-          checkSize("value", ctx.params.value, maxValueBytes);
-          checkSize("token", ctx.params.token, maxValueBytes);
-          await engine.add(ctx, queueKey(owner, ctx.params.serviceId), {
+        async handler(
+          ctx: QueueContext<{
+            serviceId: string;
+            value: unknown;
+            token?: object;
+            taskId?: string;
+            delay?: number;
+            notBefore?: number;
+            maxAttempts?: number;
+          }>,
+        ) {
+          const queue = queueOf(ctx);
+          const { value, token, delay, notBefore } = ctx.params;
+          checkSize("value", value, maxValueBytes);
+          checkSize("token", token, maxValueBytes);
+          if (delay !== undefined && notBefore !== undefined) {
+            throw new InvalidParameterError(
+              "delay",
+              "Give either delay (seconds) or notBefore (ms timestamp), not both",
+            );
+          }
+          await engine.add(ctx, queue, {
             taskId: ctx.params.taskId ?? randomUUID(),
             clientId: ctx.params.taskId !== undefined,
-            value: ctx.params.value,
-            token: ctx.params.token,
+            value,
+            token,
+            notBefore: delay !== undefined ? Date.now() + delay * 1000 : notBefore,
+            maxAttempts: ctx.params.maxAttempts,
           });
           return true;
         },
       },
       fetch: {
-        params: {
-          serviceId,
-          workerId,
-          timeToRecover: { type: "number", positive: true, max: maxTtr, optional: true, convert: true },
-        },
-        async handler(ctx: QueueContext<{ serviceId: string; workerId: string; timeToRecover?: number }>) {
-          const task = await engine.fetch(
-            ctx,
-            queueKey(ownerOf(ctx), ctx.params.serviceId),
-            ctx.params.workerId,
-            (ctx.params.timeToRecover ?? 60) * 1000,
-          );
+        params: fetchParams,
+        async handler(ctx: QueueContext<FetchParams>) {
+          const task = await fetchTask(ctx);
           return task ? task.value : null;
         },
       },
-      /** Like fetch, with what a worker needs to know: `{ taskId, attempt, leaseUntil, value }` or null. */
+      /** Like fetch, with what a worker needs: `{ taskId, attempt, leaseUntil, cancelled, value }` or null. */
       fetchTask: {
-        params: {
-          serviceId,
-          workerId,
-          timeToRecover: { type: "number", positive: true, max: maxTtr, optional: true, convert: true },
-        },
-        async handler(ctx: QueueContext<{ serviceId: string; workerId: string; timeToRecover?: number }>) {
-          return engine.fetch(
-            ctx,
-            queueKey(ownerOf(ctx), ctx.params.serviceId),
-            ctx.params.workerId,
-            (ctx.params.timeToRecover ?? 60) * 1000,
-          );
-        },
+        params: fetchParams,
+        handler: fetchTask,
       },
       ack: {
         params: ackParams,
@@ -151,6 +186,83 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           return this.ackOutcome(ctx);
         },
       },
+      /** Heartbeat and progress: extends the lease, says whether the task was cancelled. */
+      update: {
+        params: { serviceId, workerId, taskId: optionalTaskId, progress: { type: "any", optional: true } },
+        async handler(ctx: QueueContext<{ serviceId: string; workerId: string; taskId?: string; progress?: unknown }>) {
+          checkSize("progress", ctx.params.progress, maxValueBytes);
+          return engine.update(ctx, queueOf(ctx), ctx.params.workerId, ctx.params.taskId, ctx.params.progress);
+        },
+      },
+      /** Gives the task back for another attempt after `delay` seconds; after maxAttempts it is dead. */
+      release: {
+        params: {
+          serviceId,
+          workerId,
+          taskId: optionalTaskId,
+          delay: { type: "number", min: 0, optional: true, convert: true },
+          error: { type: "any", optional: true },
+        },
+        async handler(
+          ctx: QueueContext<{ serviceId: string; workerId: string; taskId?: string; delay?: number; error?: unknown }>,
+        ) {
+          checkSize("error", ctx.params.error, maxValueBytes);
+          const outcome = await engine.release(ctx, queueOf(ctx), ctx.params.workerId, {
+            taskId: ctx.params.taskId,
+            delayMs: (ctx.params.delay ?? 0) * 1000,
+            error: ctx.params.error,
+          });
+          return outcome.ok;
+        },
+      },
+      cancel: {
+        params: { serviceId, taskId },
+        async handler(ctx: QueueContext<{ serviceId: string; taskId: string }>) {
+          return engine.cancel(ctx, queueOf(ctx), ctx.params.taskId);
+        },
+      },
+      status: {
+        params: { serviceId, taskId },
+        async handler(ctx: QueueContext<{ serviceId: string; taskId: string }>) {
+          return engine.status(ctx, queueOf(ctx), ctx.params.taskId);
+        },
+      },
+      stats: {
+        params: { serviceId },
+        async handler(ctx: QueueContext<{ serviceId: string }>) {
+          const stats = await engine.stats(ctx, queueOf(ctx));
+          this.setDepth(ctx.params.serviceId, stats.ready);
+          return stats;
+        },
+      },
+      dead: {
+        params: {
+          serviceId,
+          limit: { type: "number", integer: true, min: 1, max: 10_000, optional: true, convert: true },
+        },
+        async handler(ctx: QueueContext<{ serviceId: string; limit?: number }>) {
+          return engine.dead(ctx, queueOf(ctx), ctx.params.limit ?? 1000);
+        },
+      },
+      redrive: {
+        params: { serviceId, taskIds: { type: "array", items: taskId, optional: true, max: 10_000 } },
+        async handler(ctx: QueueContext<{ serviceId: string; taskIds?: string[] }>) {
+          return { redriven: await engine.redrive(ctx, queueOf(ctx), ctx.params.taskIds) };
+        },
+      },
+      purge: {
+        params: { serviceId },
+        async handler(ctx: QueueContext<{ serviceId: string }>) {
+          return { purged: await engine.purge(ctx, queueOf(ctx)) };
+        },
+      },
+      /** Whether Cassandra answers and which queues this node serves. No owner needed. */
+      health: {
+        acl: false,
+        async handler() {
+          return { nodeId: this.broker.nodeID, ...(await engine.health()) };
+        },
+      },
       /** Internal: a request forwarded by another node to this queue's owner. */
       shardExec: {
         visibility: "public",
@@ -161,27 +273,67 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         },
       },
     },
+    hooks: {
+      error: {
+        "*"(this: { countOperation(a: string, o: string): void }, ctx: Context, err: Error) {
+          this.countOperation(String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"), (err as { type?: string }).type ?? "ERROR");
+          throw err;
+        },
+      },
+      after: {
+        "*"(this: { countOperation(a: string, o: string): void }, ctx: Context, res: unknown) {
+          this.countOperation(String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"), "ok");
+          return res;
+        },
+      },
+    },
     methods: {
       async ackOutcome(ctx: QueueContext<AckParams>) {
-        const owner = ownerOf(ctx);
         checkSize("result", ctx.params.result, maxValueBytes);
         checkSize("error", ctx.params.error, maxValueBytes);
-        const outcome = await engine.ack(
-          ctx,
-          queueKey(owner, ctx.params.serviceId),
-          ctx.params.workerId,
-          ctx.params.taskId,
-          {
-            result: ctx.params.result,
-            error: ctx.params.error,
-            meta: ctx.meta,
-          },
-        );
-        if (!outcome.ok) {
-          this.logger.debug(`ack by ${ctx.params.workerId} refused: ${outcome.reason}`);
-        }
+        const outcome = await engine.ack(ctx, queueOf(ctx), ctx.params.workerId, ctx.params.taskId, {
+          result: ctx.params.result,
+          error: ctx.params.error,
+          meta: ctx.meta,
+        });
+        if (!outcome.ok) this.logger.debug(`ack by ${ctx.params.workerId} refused: ${outcome.reason}`);
         return outcome;
       },
+      countOperation(action: string, outcome: string) {
+        if (action === "shardExec" || !this.broker.isMetricsEnabled()) return;
+        this.broker.metrics.increment("queue.operations.total", { action, outcome });
+      },
+      setDepth(serviceId: string, ready: number) {
+        if (this.broker.isMetricsEnabled()) this.broker.metrics.set("queue.depth", ready, { serviceId });
+      },
+      publish(event: TaskEvent) {
+        const broker = this.broker as ServiceBroker;
+        if (broker.isMetricsEnabled()) broker.metrics.increment("queue.task.events.total", { type: event.type });
+        if (emitEvents) void broker.emit(`${name}.task.${event.type}`, event);
+      },
+    },
+    created() {
+      const metrics = this.broker.isMetricsEnabled() ? this.broker.metrics : undefined;
+      if (!metrics) return;
+      metrics.register({
+        name: "queue.operations.total",
+        type: "counter",
+        labelNames: ["action", "outcome"],
+        description: "Queue actions by outcome",
+      });
+      metrics.register({
+        name: "queue.task.events.total",
+        type: "counter",
+        labelNames: ["type"],
+        description:
+          "Task events: added, delivered, completed, failed, released, dead, cancelled, expired (lease expiries)",
+      });
+      metrics.register({
+        name: "queue.depth",
+        type: "gauge",
+        labelNames: ["serviceId"],
+        description: "Tasks ready for delivery in queues this node owns",
+      });
     },
     async started() {
       const broker = this.broker as ServiceBroker;
@@ -189,13 +341,14 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
       const codec = options.codec
         ? options.codec(broker)
         : new SodiumCodec(new MoleculerKeyProvider({ broker, service: name, keysService: options.keysService }));
-      const logger = this.logger;
       const cluster: Cluster = {
         nodeId: broker.nodeID,
         isNodeAvailable: id => id === broker.nodeID || broker.registry.nodes.get(id)?.available === true,
         forward: (nodeID, request, caller) => {
           const ctx = caller as QueueContext<unknown>;
-          return ctx.call(`${name}.shardExec`, { request }, { nodeID, meta: ctx.meta });
+          // A long poll waits on the owner: the forwarded call must not time out before it.
+          const timeout = request.op === "fetch" && request.waitMs > 0 ? request.waitMs + 10_000 : undefined;
+          return ctx.call(`${name}.shardExec`, { request }, { nodeID, meta: ctx.meta, timeout });
         },
         completeWorkflow: async ({ token, result, error, meta, taskId }) => {
           await broker.call(
@@ -204,13 +357,21 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
             { meta: { ...(meta as object), queueTaskId: taskId } },
           );
         },
-        logger,
+        publish: event => this.publish(event),
+        logger: this.logger,
       };
       engine = new QueueEngine(client, cluster, codec, options.engine);
       await engine.start();
       (this as unknown as { engine: QueueEngine }).engine = engine;
+      if (broker.isMetricsEnabled()) {
+        metricsTimer = setInterval(() => {
+          for (const { serviceId, ready } of engine.ownedDepths()) this.setDepth(serviceId, ready);
+        }, 5000);
+        metricsTimer.unref();
+      }
     },
     async stopped() {
+      clearInterval(metricsTimer);
       await engine?.stop();
       await ownClient?.shutdown();
     },

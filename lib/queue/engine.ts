@@ -14,7 +14,8 @@ import type { QueueShard } from "./queue-shard";
 import { migrateSchema } from "./schema";
 import { QueueStore } from "./store";
 import { ownedElsewhere, takeOver } from "./takeover";
-import type { AckOutcome, Delivery, Task } from "./task";
+import type { AckOutcome, QueueStats, ReleaseOutcome, Task, TaskEventType, TaskStatus, UpdateOutcome } from "./task";
+import type { ShardHooks } from "./queue-shard";
 
 /** Sealed bytes as they cross the network between nodes. */
 export interface WireSealed {
@@ -31,15 +32,52 @@ export type ShardRequest =
       value: WireSealed;
       token?: WireSealed;
       expiresAt: number;
+      notBefore?: number;
+      maxAttempts: number;
     }
-  | { op: "fetch"; queue: string; worker: string; timeToRecoverMs: number }
-  | { op: "ack"; queue: string; worker: string; taskId?: string; outcome: unknown };
+  | { op: "fetch"; queue: string; worker: string; timeToRecoverMs: number; waitMs: number }
+  | { op: "ack"; queue: string; worker: string; taskId?: string; failed: boolean; outcome: unknown }
+  | { op: "update"; queue: string; worker: string; taskId?: string; progress?: unknown }
+  | { op: "release"; queue: string; worker: string; taskId?: string; delayMs: number; error?: unknown }
+  | { op: "cancel"; queue: string; taskId: string }
+  | { op: "dead"; queue: string; limit: number }
+  | { op: "redrive"; queue: string; taskIds?: string[] }
+  | { op: "purge"; queue: string }
+  | { op: "status"; queue: string; taskId: string }
+  | { op: "stats"; queue: string };
 
 export interface WireDelivery {
   taskId: string;
   attempt: number;
   leaseUntil: number;
+  cancelled: boolean;
   value: WireSealed;
+}
+
+export interface WireDeadTask {
+  taskId: string;
+  attempt: number;
+  reason?: string;
+  error?: WireSealed;
+  expiresAt: number;
+}
+
+export interface DeadTask {
+  taskId: string;
+  attempt: number;
+  reason?: string;
+  error?: unknown;
+  expiresAt: number;
+}
+
+/** A notification about a task: metadata only, never its value. */
+export interface TaskEvent {
+  type: TaskEventType;
+  ownerId: string;
+  serviceId: string;
+  taskId: string;
+  attempt: number;
+  [extra: string]: unknown;
 }
 
 /** What the engine needs from the cluster it runs in (implemented by the Moleculer service). */
@@ -57,6 +95,8 @@ export interface Cluster {
     error: unknown;
     meta: unknown;
   }): Promise<void>;
+  /** Publishes a task event (the service emits it as a Moleculer event and counts it in metrics). */
+  publish(event: TaskEvent): void;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; debug(...a: unknown[]): void };
 }
 
@@ -64,6 +104,7 @@ export interface FetchedTask {
   taskId: string;
   attempt: number;
   leaseUntil: number;
+  cancelled: boolean;
   value: unknown;
 }
 
@@ -120,7 +161,7 @@ export class QueueEngine {
   /** Hands every owned queue over (flushing first) so other nodes can take them at once. */
   async stop(): Promise<void> {
     this.stopped = true;
-    await Promise.allSettled([...this.owned.keys()].map(q => this.release(q)));
+    await Promise.allSettled([...this.owned.keys()].map(q => this.releaseQueue(q)));
   }
 
   /** Queues this node serves now. */
@@ -128,12 +169,27 @@ export class QueueEngine {
     return [...this.owned.keys()];
   }
 
+  /** Ready tasks per queue this node serves, for the depth gauge. */
+  ownedDepths(): { serviceId: string; ready: number }[] {
+    return [...this.owned].map(([queue, o]) => ({
+      serviceId: splitQueueKey(queue).serviceId,
+      ready: o.shard.stats().ready,
+    }));
+  }
+
   // ---- entry points (any node) -----------------------------------------------------------------
 
   async add(
     caller: unknown,
     queue: string,
-    input: { taskId: string; clientId: boolean; value: unknown; token?: unknown },
+    input: {
+      taskId: string;
+      clientId: boolean;
+      value: unknown;
+      token?: unknown;
+      notBefore?: number;
+      maxAttempts?: number;
+    },
   ): Promise<void> {
     const value = await this.codec.seal(sealContext(queue, input.taskId, "value"), json(input.value), caller);
     const token =
@@ -149,16 +205,33 @@ export class QueueEngine {
         value: toWire(value),
         token: token && toWire(token),
         expiresAt: Date.now() + this.options.retentionSeconds * 1000,
+        notBefore: input.notBefore,
+        maxAttempts: input.maxAttempts ?? this.options.maxAttempts,
       },
       caller,
     );
   }
 
-  async fetch(caller: unknown, queue: string, worker: string, timeToRecoverMs: number): Promise<FetchedTask | null> {
-    const d = (await this.route({ op: "fetch", queue, worker, timeToRecoverMs }, caller)) as WireDelivery | null;
+  async fetch(
+    caller: unknown,
+    queue: string,
+    worker: string,
+    timeToRecoverMs: number,
+    waitMs = 0,
+  ): Promise<FetchedTask | null> {
+    const d = (await this.route(
+      { op: "fetch", queue, worker, timeToRecoverMs, waitMs },
+      caller,
+    )) as WireDelivery | null;
     if (!d) return null;
     const plain = await this.codec.open(sealContext(queue, d.taskId, "value"), fromWire(d.value), caller);
-    return { taskId: d.taskId, attempt: d.attempt, leaseUntil: d.leaseUntil, value: unjson(plain) };
+    return {
+      taskId: d.taskId,
+      attempt: d.attempt,
+      leaseUntil: d.leaseUntil,
+      cancelled: d.cancelled,
+      value: unjson(plain),
+    };
   }
 
   /** `outcome` is { result, error, meta }: sealed and kept only for tasks with a workflow token. */
@@ -167,9 +240,78 @@ export class QueueEngine {
     queue: string,
     worker: string,
     taskId: string | undefined,
-    outcome: unknown,
+    outcome: { result?: unknown; error?: unknown; meta?: unknown },
   ): Promise<AckOutcome> {
-    return (await this.route({ op: "ack", queue, worker, taskId, outcome }, caller)) as AckOutcome;
+    const failed = outcome.error !== undefined && outcome.error !== null;
+    return (await this.route({ op: "ack", queue, worker, taskId, failed, outcome }, caller)) as AckOutcome;
+  }
+
+  update(caller: unknown, queue: string, worker: string, taskId?: string, progress?: unknown): Promise<UpdateOutcome> {
+    return this.route({ op: "update", queue, worker, taskId, progress }, caller) as Promise<UpdateOutcome>;
+  }
+
+  release(
+    caller: unknown,
+    queue: string,
+    worker: string,
+    input: { taskId?: string; delayMs: number; error?: unknown },
+  ): Promise<ReleaseOutcome> {
+    return this.route({ op: "release", queue, worker, ...input }, caller) as Promise<ReleaseOutcome>;
+  }
+
+  cancel(caller: unknown, queue: string, taskId: string): Promise<{ ok: boolean; state: string; taskId: string }> {
+    return this.route({ op: "cancel", queue, taskId }, caller) as Promise<{
+      ok: boolean;
+      state: string;
+      taskId: string;
+    }>;
+  }
+
+  async dead(caller: unknown, queue: string, limit: number): Promise<DeadTask[]> {
+    const list = (await this.route({ op: "dead", queue, limit }, caller)) as WireDeadTask[];
+    return Promise.all(
+      list.map(async d => ({
+        taskId: d.taskId,
+        attempt: d.attempt,
+        reason: d.reason,
+        expiresAt: d.expiresAt,
+        error: d.error
+          ? unjson(await this.codec.open(sealContext(queue, d.taskId, "error"), fromWire(d.error), caller))
+          : undefined,
+      })),
+    );
+  }
+
+  redrive(caller: unknown, queue: string, taskIds?: string[]): Promise<number> {
+    return this.route({ op: "redrive", queue, taskIds }, caller) as Promise<number>;
+  }
+
+  purge(caller: unknown, queue: string): Promise<number> {
+    return this.route({ op: "purge", queue }, caller) as Promise<number>;
+  }
+
+  status(caller: unknown, queue: string, taskId: string): Promise<TaskStatus> {
+    return this.route({ op: "status", queue, taskId }, caller) as Promise<TaskStatus>;
+  }
+
+  stats(caller: unknown, queue: string): Promise<QueueStats> {
+    return this.route({ op: "stats", queue }, caller) as Promise<QueueStats>;
+  }
+
+  /** Whether Cassandra answers, and what this node serves. */
+  async health(): Promise<{ cassandra: boolean; latencyMs: number; error?: string; ownedQueues: string[] }> {
+    const t0 = performance.now();
+    try {
+      await this.store.ping();
+      return { cassandra: true, latencyMs: performance.now() - t0, ownedQueues: this.ownedQueues() };
+    } catch (err) {
+      return {
+        cassandra: false,
+        latencyMs: performance.now() - t0,
+        error: (err as Error).message,
+        ownedQueues: this.ownedQueues(),
+      };
+    }
   }
 
   // ---- routing ---------------------------------------------------------------------------------
@@ -262,6 +404,8 @@ export class QueueEngine {
           value: fromWire(request.value),
           token: request.token && fromWire(request.token),
           expiresAt: request.expiresAt,
+          notBefore: request.notBefore,
+          maxAttempts: request.maxAttempts,
         });
         if (request.clientId) {
           await this.store.writeTaskIndex(request.queue, request.taskId, 0, request.expiresAt);
@@ -269,14 +413,72 @@ export class QueueEngine {
         return true;
       }
       case "fetch": {
-        const d: Delivery | null = await shard.fetch(request.worker, request.timeToRecoverMs);
-        return d && { taskId: d.taskId, attempt: d.attempt, leaseUntil: d.leaseUntil, value: toWire(d.value) };
+        const d = await shard.fetch(request.worker, request.timeToRecoverMs, request.waitMs);
+        return (
+          d && {
+            taskId: d.taskId,
+            attempt: d.attempt,
+            leaseUntil: d.leaseUntil,
+            cancelled: d.cancelled,
+            value: toWire(d.value),
+          }
+        );
       }
       case "ack":
-        return shard.ack(request.worker, request.taskId, (t: Task) =>
-          this.codec.seal(sealContext(request.queue, t.id, "result"), json(request.outcome), caller),
+        return shard.ack(request.worker, request.taskId, request.failed, (t: Task) =>
+          this.seal(request.queue, t, "result", request.outcome, caller),
         );
+      case "update":
+        return shard.update(
+          request.worker,
+          request.taskId,
+          request.progress === undefined
+            ? undefined
+            : (t: Task) => this.seal(request.queue, t, "progress", request.progress, caller),
+        );
+      case "release":
+        return shard.release(
+          request.worker,
+          request.taskId,
+          request.delayMs,
+          request.error === undefined
+            ? undefined
+            : (t: Task) => this.seal(request.queue, t, "error", request.error, caller),
+        );
+      case "cancel":
+        return shard.cancel(request.taskId, (t: Task) =>
+          this.seal(request.queue, t, "result", { error: cancelledError(t.id), meta: {} }, caller),
+        );
+      case "dead":
+        return shard.deadTasks(request.limit).map((t): WireDeadTask => ({
+          taskId: t.id,
+          attempt: t.attempt,
+          reason: t.reason,
+          error: t.error && toWire(t.error),
+          expiresAt: t.expiresAt,
+        }));
+      case "redrive":
+        return shard.redrive(request.taskIds);
+      case "purge":
+        return shard.purge();
+      case "status":
+        return shard.status(request.taskId);
+      case "stats":
+        return shard.stats();
     }
+  }
+
+  private seal(queue: string, t: Task, field: string, value: unknown, caller: unknown): Promise<Sealed> {
+    return this.codec.seal(sealContext(queue, t.id, field), json(value), caller);
+  }
+
+  private hooksFor(queue: string): ShardHooks {
+    const { ownerId, serviceId } = splitQueueKey(queue);
+    return {
+      handover: t => this.scheduleHandover(queue, t, 0),
+      notify: (type: TaskEventType, t: Task, extra?: Record<string, unknown>) =>
+        this.cluster.publish({ type, ownerId, serviceId, taskId: t.id, attempt: t.attempt, ...extra }),
+    };
   }
 
   // ---- ownership -------------------------------------------------------------------------------
@@ -299,7 +501,7 @@ export class QueueEngine {
       options: this.options,
       nodeId: this.cluster.nodeId,
       isNodeAvailable: id => this.cluster.isNodeAvailable(id),
-      onHandover: (q, t) => this.scheduleHandover(q, t, 0),
+      hooks: q => this.hooksFor(q),
       onFailure: (q, reason) => this.abandon(q, reason),
       onRollover: q =>
         void this.owned
@@ -323,7 +525,7 @@ export class QueueEngine {
     if (!owned) return;
     owned.shard.dropExpired();
     if (Date.now() - owned.shard.lastUsed > this.options.idleReleaseMs && owned.shard.pendingHandovers().length === 0) {
-      await this.release(queue);
+      await this.releaseQueue(queue);
       return;
     }
     try {
@@ -340,15 +542,18 @@ export class QueueEngine {
     this.owned.delete(queue);
     clearInterval(owned.timer);
     owned.lease.markLost(reason);
-    owned.log.fail(new OwnershipLostError(queue, reason));
+    const lost = new OwnershipLostError(queue, reason);
+    owned.log.fail(lost);
+    owned.shard.close(lost);
     this.cluster.logger.warn(`Queue ${queue} abandoned by ${this.cluster.nodeId}: ${reason}`);
   }
 
-  private async release(queue: string): Promise<void> {
+  private async releaseQueue(queue: string): Promise<void> {
     const owned = this.owned.get(queue);
     if (!owned) return;
     this.owned.delete(queue);
     clearInterval(owned.timer);
+    owned.shard.close(new OwnershipLostError(queue, "released"));
     try {
       await owned.log.drain();
       await owned.lease.release();
@@ -395,6 +600,11 @@ export class QueueEngine {
       this.scheduleHandover(queue, task, attempt + 1);
     }
   }
+}
+
+/** What the workflow receives when a task with a token is cancelled. */
+function cancelledError(taskId: string): { type: string; message: string; taskId: string } {
+  return { type: "TASK_CANCELLED", message: "The task was cancelled", taskId };
 }
 
 /** A forward that failed because the target node is gone or did not answer. */

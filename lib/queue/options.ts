@@ -52,6 +52,16 @@ export interface QueueEngineOptions {
   handoverRetryMs: number;
   /** @defaultValue 30000 */
   handoverMaxDelayMs: number;
+  /**
+   * Longest total lease a worker can reach with heartbeats (update), in ms.
+   * @defaultValue 21600000 (6 hours)
+   */
+  maxLeaseMs: number;
+  /**
+   * Deliveries of a task before it goes to the dead-letter list, unless `add` says otherwise; 0 = unlimited.
+   * @defaultValue 20
+   */
+  maxAttempts: number;
 }
 
 export interface QueueEngineOptions {
@@ -75,5 +85,7 @@ export const defaultEngineOptions: QueueEngineOptions = {
   idleReleaseMs: 600_000,
   handoverRetryMs: 500,
   handoverMaxDelayMs: 30_000,
+  maxLeaseMs: 6 * 3600 * 1000,
+  maxAttempts: 20,
   serialScope: "local",
 };

@@ -24,7 +24,9 @@ const migrations: Migration[] = [
          sealed boolean STATIC,
          kind tinyint, task_id text, seq bigint, client_id boolean,
          key_id text, value blob, token_key_id text, wf_token blob,
-         attempt int, worker text, lease_until bigint, expires_at bigint,
+         attempt int, max_attempts int, state tinyint, not_before bigint,
+         worker text, lease_until bigint, ttr int, lease_start bigint, expires_at bigint,
+         progress_key_id text, progress blob, error_key_id text, error blob, reason text, cancelled boolean,
          result_key_id text, result blob,
          PRIMARY KEY ((queue, range_id, bucket), pos)
        ) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}

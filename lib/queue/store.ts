@@ -35,6 +35,43 @@ function long(n: number): types.Long {
   return types.Long.fromNumber(n);
 }
 
+function optLong(n: number | undefined): types.Long | undefined {
+  return n === undefined ? undefined : long(n);
+}
+
+/** The columns of an event row, in the order appendFenced binds them. */
+const EVENT_COLUMNS = [
+  "queue",
+  "range_id",
+  "bucket",
+  "pos",
+  "kind",
+  "task_id",
+  "seq",
+  "client_id",
+  "key_id",
+  "value",
+  "token_key_id",
+  "wf_token",
+  "attempt",
+  "max_attempts",
+  "state",
+  "not_before",
+  "worker",
+  "lease_until",
+  "ttr",
+  "lease_start",
+  "expires_at",
+  "progress_key_id",
+  "progress",
+  "error_key_id",
+  "error",
+  "reason",
+  "cancelled",
+  "result_key_id",
+  "result",
+];
+
 function num(v: unknown): number | undefined {
   if (v === null || v === undefined) return undefined;
   if (v instanceof types.Long) return v.toNumber();
@@ -186,9 +223,8 @@ export class QueueStore {
     ];
     events.forEach((e, i) => {
       queries.push({
-        query: `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, kind, task_id, seq, client_id,
-                  key_id, value, token_key_id, wf_token, attempt, worker, lease_until, expires_at, result_key_id, result)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?`,
+        query: `INSERT INTO ${this.ks}.queue_log (${EVENT_COLUMNS.join(", ")})
+                VALUES (${EVENT_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`,
         params: [
           queue,
           range,
@@ -203,9 +239,20 @@ export class QueueStore {
           e.token?.keyId,
           e.token?.blob,
           e.attempt,
+          e.maxAttempts,
+          e.state,
+          optLong(e.notBefore),
           e.worker,
-          e.leaseUntil === undefined ? undefined : long(e.leaseUntil),
+          optLong(e.leaseUntil),
+          e.ttrMs,
+          optLong(e.leaseStart),
           long(e.expiresAt),
+          e.progress?.keyId,
+          e.progress?.blob,
+          e.error?.keyId,
+          e.error?.blob,
+          e.reason,
+          e.cancelled,
           e.result?.keyId,
           e.result?.blob,
           ttlUntil(e.expiresAt, now),
@@ -232,8 +279,7 @@ export class QueueStore {
   /** Reads a whole partition in log order. Used only by a takeover, after sealing it. */
   async readBucket(queue: string, ref: BucketRef): Promise<StoredEvent[]> {
     const out: StoredEvent[] = [];
-    const query = `SELECT pos, kind, task_id, seq, client_id, key_id, value, token_key_id, wf_token, attempt, worker,
-                     lease_until, expires_at, result_key_id, result
+    const query = `SELECT ${EVENT_COLUMNS.slice(3).join(", ")}
                    FROM ${this.ks}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`;
     let pageState: string | undefined;
     do {
@@ -253,9 +299,18 @@ export class QueueStore {
           value: sealedOf(row["key_id"], row["value"]),
           token: sealedOf(row["token_key_id"], row["wf_token"]),
           attempt: (row["attempt"] as number | null) ?? undefined,
+          maxAttempts: (row["max_attempts"] as number | null) ?? undefined,
+          state: (row["state"] as number | null) ?? undefined,
+          notBefore: num(row["not_before"]),
           worker: (row["worker"] as string | null) ?? undefined,
           leaseUntil: num(row["lease_until"]),
+          ttrMs: (row["ttr"] as number | null) ?? undefined,
+          leaseStart: num(row["lease_start"]),
           expiresAt: num(row["expires_at"]) ?? 0,
+          progress: sealedOf(row["progress_key_id"], row["progress"]),
+          error: sealedOf(row["error_key_id"], row["error"]),
+          reason: (row["reason"] as string | null) ?? undefined,
+          cancelled: (row["cancelled"] as boolean | null) ?? undefined,
           result: sealedOf(row["result_key_id"], row["result"]),
         });
       }

@@ -6,9 +6,8 @@
 import { EventLog } from "./event-log";
 import type { QueueEngineOptions } from "./options";
 import { bucketKey, OwnerLease } from "./owner-lease";
-import { foldEvents, QueueShard } from "./queue-shard";
+import { foldEvents, QueueShard, type ShardHooks } from "./queue-shard";
 import type { BucketRef, OwnerRow, QueueStore } from "./store";
-import type { Task } from "./task";
 
 export interface TakeoverDeps {
   store: QueueStore;
@@ -16,7 +15,7 @@ export interface TakeoverDeps {
   nodeId: string;
   /** Whether Moleculer currently lists the node as available. */
   isNodeAvailable(nodeId: string): boolean;
-  onHandover(queue: string, task: Task): void;
+  hooks(queue: string): ShardHooks;
   onFailure(queue: string, reason: string): void;
   onRollover(queue: string): void;
 }
@@ -57,7 +56,7 @@ export async function takeOver(queue: string, deps: TakeoverDeps): Promise<Takeo
   const partitions = await Promise.all(
     previous.map(async (ref: BucketRef) => ({ ref, events: await store.readBucket(queue, ref) })),
   );
-  const { tasks, maxSeq, lastAcked } = foldEvents(partitions);
+  const recovered = foldEvents(partitions);
 
   const lease = new OwnerLease(store, queue, row, options.ownerLeaseMs);
   const first: BucketRef = { range: row.rangeId, bucket: 0 };
@@ -77,10 +76,14 @@ export async function takeOver(queue: string, deps: TakeoverDeps): Promise<Takeo
     queue,
     log,
     lease,
-    options.maxOpenBuckets,
-    options.bucketSize,
-    { tasks, maxSeq, lastAcked },
-    t => deps.onHandover(queue, t),
+    {
+      maxOpenBuckets: options.maxOpenBuckets,
+      bucketSize: options.bucketSize,
+      maxLeaseMs: options.maxLeaseMs,
+      retentionMs: options.retentionSeconds * 1000,
+    },
+    recovered,
+    deps.hooks(queue),
   );
   await shard.carry(shard.liveTasks());
   if (previous.length > 0) await lease.retireBuckets(new Set(previous.map(bucketKey)));
