@@ -15,6 +15,8 @@ export interface ClusterOptions {
   codec?: QueueServiceOptions["codec"];
   namespace?: string;
   service?: Partial<QueueServiceOptions>;
+  /** Enables Moleculer metrics (no reporter) so tests can read the queue's metrics. */
+  metrics?: boolean;
 }
 
 /** Starts one broker with the queue service. Brokers of the same namespace see each other (Fake transporter). */
@@ -26,6 +28,7 @@ export async function startQueueBroker(nodeID: string, o: ClusterOptions): Promi
     logger: process.env.TEST_LOG ? { type: "Console", options: { level: "info" } } : false,
     heartbeatInterval: 1,
     heartbeatTimeout: 3,
+    metrics: o.metrics ? { enabled: true } : false,
   });
   for (const s of o.services ?? []) broker.createService(s);
   broker.createService(

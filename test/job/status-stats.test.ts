@@ -1,0 +1,40 @@
+/** status tells a task's state and holder; stats match the real state after a mixed workload. */
+import { randomUUID } from "node:crypto";
+import { queueFixture, sleep } from "../helpers/queue-fixture";
+
+const f = queueFixture("job_status", { engine: { maxAttempts: 1 } });
+
+test("status follows a task from waiting to leased to done", async () => {
+  const serviceId = randomUUID();
+  await f.call("add", { serviceId, value: 1, taskId: "s1" });
+  expect(await f.call("status", { serviceId, taskId: "s1" })).toMatchObject({ state: "waiting", attempt: 0 });
+  await f.call("fetch", { serviceId, workerId: "w", timeToRecover: 30 });
+  const leased = await f.call("status", { serviceId, taskId: "s1" });
+  expect(leased).toMatchObject({ state: "leased", worker: "w", attempt: 1 });
+  expect(leased.leaseUntil).toBeGreaterThan(Date.now() + 25_000);
+  await f.call("ack", { serviceId, workerId: "w" });
+  expect(await f.call("status", { serviceId, taskId: "s1" })).toMatchObject({ state: "done" });
+  expect(await f.call("status", { serviceId, taskId: "never" })).toMatchObject({ state: "unknown" });
+});
+
+test("stats match the real state after a mixed workload", async () => {
+  const serviceId = randomUUID();
+  for (let i = 0; i < 10; i++) await f.call("add", { serviceId, value: i });
+  await f.call("add", { serviceId, value: "later", delay: 60 });
+  for (const w of ["a", "b", "c"]) await f.call("fetch", { serviceId, workerId: w });
+  await f.call("ack", { serviceId, workerId: "a" });
+  await f.call("release", { serviceId, workerId: "b", error: "no" }); // maxAttempts 1: dead
+  await sleep(20);
+  const stats = await f.call("stats", { serviceId });
+  expect(stats).toMatchObject({ ready: 7, delayed: 1, inFlight: 1, dead: 1, handingOver: 0 });
+  expect(stats.workers).toEqual([expect.objectContaining({ workerId: "c" })]);
+  expect(stats.oldestWaitingMs).toBeGreaterThan(0);
+});
+
+test("health reports Cassandra and the queues this node owns", async () => {
+  const serviceId = randomUUID();
+  await f.call("stats", { serviceId });
+  const health = await f.broker.call<any, object>("worker.queue.health", {});
+  expect(health).toMatchObject({ cassandra: true, nodeId: f.broker.nodeID });
+  expect(health.ownedQueues).toContain(`owner-1/${serviceId}`);
+});
