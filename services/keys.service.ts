@@ -26,10 +26,12 @@ export interface KeysServiceOptions {
    */
   cassandra?: CassandraConfig;
   /**
-   * The keyspace holding the key table; it must exist.
+   * The keyspace holding the key table; it must exist unless `replication` is given.
    * @defaultValue the connection config's keyspace
    */
   keyspace?: string;
+  /** When given (CQL map text), the keyspace is created with it if it does not exist. */
+  replication?: string;
   /** @defaultValue "owner_keys" */
   table?: string;
   /** @defaultValue 30 */
@@ -161,6 +163,9 @@ export function createKeysService(
           marginDays: settings.marginDays,
           cacheTtlMs: settings.cacheTtlMs,
         });
+        if (options.replication !== undefined && /^[a-z][a-z0-9_]{0,47}$/.test(keyspace)) {
+          await client.execute(`CREATE KEYSPACE IF NOT EXISTS ${keyspace} WITH replication = ${options.replication}`);
+        }
         await store.init();
       } catch (err) {
         this.ownClient = undefined;

@@ -1,0 +1,78 @@
+/**
+ * `npm start`: a Moleculer node with the project's services. Without CASSANDRA_CONTACT_POINTS it
+ * first starts a local Cassandra (data in .cache/cassandra/dev-data) and stops it on exit.
+ */
+import { join } from "node:path";
+import { ServiceBroker } from "moleculer";
+import { defaultCacheDir, ensureCassandra, type CassandraHandle } from "../lib/cassandra/launcher";
+import { ConfigurationError } from "../lib/errors";
+
+let broker: ServiceBroker | undefined;
+let cassandra: CassandraHandle | undefined;
+let stopping = false;
+
+async function main(): Promise<void> {
+  process.on("SIGINT", () => void shutdown("SIGINT", 0));
+  process.on("SIGTERM", () => void shutdown("SIGTERM", 0));
+
+  // Bad settings fail before anything is started.
+  const { default: brokerOptions } = await import("../moleculer.config");
+  const port = process.env.PORT;
+  if (port !== undefined && !/^\d{1,5}$/.test(port)) {
+    throw new ConfigurationError("PORT", `PORT=${port} is not a port number: use 1-65535`);
+  }
+
+  if (!process.env.CASSANDRA_CONTACT_POINTS) {
+    cassandra = await ensureCassandra({
+      dataDir: process.env.CASSANDRA_DATA_DIR ?? join(defaultCacheDir(), "dev-data"),
+      reuseIfRunning: true,
+    });
+    process.env.CASSANDRA_CONTACT_POINTS = cassandra.contactPoints.join(",");
+    process.env.CASSANDRA_LOCAL_DC = cassandra.localDataCenter;
+    void cassandra.exited?.then(code => {
+      if (!stopping) {
+        console.error(`Cassandra exited on its own (code ${code}); see ${cassandra?.logFile}`);
+        void shutdown("Cassandra exit", 1);
+      }
+    });
+  }
+  if (stopping) return;
+
+  const { serviceSchemas } = await import("../services");
+  broker = new ServiceBroker({ ...brokerOptions, skipProcessEventRegistration: true });
+  for (const schema of serviceSchemas()) broker.createService(schema);
+  await broker.start();
+
+  const api = broker.getLocalService("api");
+  const apiPort = (api?.settings as { port?: number } | undefined)?.port;
+  if (apiPort) console.log(`HTTP gateway listening on http://localhost:${apiPort}`);
+  console.log(
+    `Ready: node ${broker.nodeID}, transporter ${brokerOptions.transporter ?? "none (local only)"}, ` +
+      `Cassandra ${process.env.CASSANDRA_CONTACT_POINTS}. Ctrl-C stops it.`,
+  );
+}
+
+/** Stops the broker first (its services still need Cassandra while they stop), then Cassandra. */
+async function shutdown(reason: string, exitCode: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  if (reason.startsWith("SIG")) console.log(`\n${reason}: stopping…`);
+  try {
+    await broker?.stop();
+  } catch (error) {
+    console.error(`Stopping the broker failed: ${(error as Error).message}`);
+    exitCode = exitCode || 1;
+  }
+  try {
+    await cassandra?.stop();
+  } catch (error) {
+    console.error(`Stopping Cassandra failed: ${(error as Error).message}`);
+    exitCode = exitCode || 1;
+  }
+  process.exit(exitCode);
+}
+
+main().catch((error: Error) => {
+  console.error(error.message.split("\n")[0]);
+  void shutdown("error", 1);
+});
