@@ -1,9 +1,11 @@
 /**
  * Broker options for `npm start` (and moleculer-runner), read from the environment like
- * moleculer-runner does: TRANSPORTER, NAMESPACE, NODEID, LOGLEVEL. Metrics and tracing are off.
+ * moleculer-runner does: TRANSPORTER, NAMESPACE, NODEID, LOGLEVEL. The ACL middleware guards the
+ * queue; METRICS=true adds Moleculer metrics with a Prometheus endpoint on METRICS_PORT.
  */
 import type { BrokerOptions, LogLevels } from "moleculer";
 import { ConfigurationError } from "./lib/errors";
+import { AclMiddleware } from "./middleware/acl.middleware";
 
 const LOG_LEVELS: readonly LogLevels[] = ["fatal", "error", "warn", "info", "debug", "trace"];
 
@@ -34,9 +36,22 @@ export function brokerOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Brok
     },
     logLevel,
     requestTimeout: 10_000,
-    metrics: false,
+    middlewares: [
+      AclMiddleware({ services: [env.QUEUE_SERVICE_NAME || "worker.queue"], aclAction: env.ACL_ACTION || undefined }),
+    ],
+    metrics: metricsFromEnv(env),
     tracing: false,
   };
+}
+
+function metricsFromEnv(env: NodeJS.ProcessEnv): BrokerOptions["metrics"] {
+  const on = (env.METRICS ?? "").toLowerCase();
+  if (!["true", "1", "yes", "on"].includes(on)) return false;
+  const port = Number(env.METRICS_PORT || 3030);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ConfigurationError("METRICS_PORT", `METRICS_PORT=${env.METRICS_PORT} is not a port number`);
+  }
+  return { enabled: true, reporter: [{ type: "Prometheus", options: { port, path: "/metrics" } }] };
 }
 
 export default brokerOptionsFromEnv();
