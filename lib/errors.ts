@@ -107,3 +107,91 @@ export class OwnerKeyNotFoundError extends MoleculerClientError {
     super(`The owner has no key ${keyId} (never created, or expired)`, 404, "OWNER_KEY_NOT_FOUND", { ownerId, keyId });
   }
 }
+
+/** An HTTP request came without `Authorization: Bearer <token>`. */
+export class AuthenticationRequiredError extends MoleculerClientError {
+  constructor() {
+    super("Authentication required: send Authorization: Bearer <token>", 401, "AUTH_REQUIRED", {});
+  }
+}
+
+/** The bearer token failed verification (signature, format, claims); `reason` says which check, never the token. */
+export class InvalidTokenError extends MoleculerClientError {
+  constructor(reason: string) {
+    super(`The bearer token is not valid (${reason}); get a new token`, 401, "INVALID_TOKEN", { reason });
+  }
+}
+
+/** The bearer token's `exp` has passed. */
+export class TokenExpiredError extends MoleculerClientError {
+  constructor() {
+    super("The bearer token has expired; get a new token", 401, "TOKEN_EXPIRED", {});
+  }
+}
+
+/** The token is valid but does not list this serviceId among its `services`. */
+export class ServiceNotAllowedError extends MoleculerClientError {
+  constructor(serviceId: string) {
+    super("The token does not grant access to this service", 403, "SERVICE_NOT_ALLOWED", { serviceId });
+  }
+}
+
+/** The request names an owner other than the one its token was issued to. */
+export class OwnerNotAllowedError extends MoleculerClientError {
+  constructor() {
+    super("The token does not grant access to this owner's queues", 403, "OWNER_NOT_ALLOWED", {});
+  }
+}
+
+/** The action that verifies tokens could not be reached or failed; the request may be retried. */
+export class AuthUnavailableError extends MoleculerRetryableError {
+  constructor(action: string, reason: string) {
+    super(`Token verification is unavailable (${reason}); retry later`, 503, "AUTH_UNAVAILABLE", { action, reason });
+  }
+}
+
+/** The HTTP request body is not valid JSON (the body itself is never echoed). */
+export class MalformedJsonError extends MoleculerClientError {
+  constructor() {
+    super("The request body is not valid JSON", 400, "MALFORMED_JSON", {});
+  }
+}
+
+/** The HTTP request body is larger than the gateway's limit. */
+export class BodyTooLargeError extends MoleculerClientError {
+  constructor(limit: number) {
+    super(`The request body is over the limit of ${limit} bytes`, 413, "BODY_TOO_LARGE", { limit });
+  }
+}
+
+/** The HTTP request body could not be read (aborted, unsupported encoding or charset). */
+export class UnreadableBodyError extends MoleculerClientError {
+  constructor(status: number, reason: string) {
+    super(`The request body could not be read (${reason})`, status, "UNREADABLE_BODY", { reason });
+  }
+}
+
+/** The worker holds no task to ack, update or release (none fetched, or already acked). */
+export class NoTaskError extends MoleculerClientError {
+  constructor(serviceId: string, workerId: string) {
+    super("The worker holds no task: fetch one first", 409, "NO_TASK", { serviceId, workerId });
+  }
+}
+
+/** The worker's lease ran out and its task went to another worker; its ack did not complete the task. */
+export class LeaseLostError extends MoleculerClientError {
+  constructor(serviceId: string, workerId: string, taskId: string | undefined) {
+    super("The worker's lease was lost: the task was given to another worker", 409, "LEASE_LOST", {
+      serviceId,
+      workerId,
+      taskId,
+    });
+  }
+}
+
+/** No node offers the queue action the gateway needs (not started yet, or an older version). */
+export class QueueUnavailableError extends MoleculerRetryableError {
+  constructor(action: string) {
+    super(`${action} is not available on any node; retry later`, 503, "QUEUE_UNAVAILABLE", { action });
+  }
+}

@@ -5,6 +5,7 @@
 import { join } from "node:path";
 import { ServiceBroker } from "moleculer";
 import { defaultCacheDir, ensureCassandra, type CassandraHandle } from "../lib/cassandra/launcher";
+import { DEV_API_SECRET_FILE, developmentSecret } from "../lib/dev-secret";
 import { ConfigurationError } from "../lib/errors";
 
 let broker: ServiceBroker | undefined;
@@ -14,6 +15,17 @@ let stopping = false;
 async function main(): Promise<void> {
   process.on("SIGINT", () => void shutdown("SIGINT", 0));
   process.on("SIGTERM", () => void shutdown("SIGTERM", 0));
+
+  // `npm start` on a developer's machine: development mode unless told otherwise (Docker sets
+  // production). In development the keys service and the gateway generate local secrets.
+  process.env.NODE_ENV ||= "development";
+  const env = process.env;
+  if (env.NODE_ENV === "development" && !env.API_JWT_SECRET && !env.API_JWT_PUBLIC_KEY && !env.API_AUTH_ACTION) {
+    const { secret, created } = developmentSecret(DEV_API_SECRET_FILE);
+    env.API_JWT_SECRET = secret;
+    if (created)
+      console.warn(`Development mode: created an HTTP API secret in ${DEV_API_SECRET_FILE} (npm run token uses it)`);
+  }
 
   // Bad settings fail before anything is started.
   const { default: brokerOptions } = await import("../moleculer.config");

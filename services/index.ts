@@ -5,6 +5,7 @@
  */
 import type { ServiceSchema } from "moleculer";
 import { queueSettingsFromEnv } from "../lib/config";
+import { createApiService } from "./api.service";
 import { createKeysService } from "./keys.service";
 import { createQueueService } from "./queue.service";
 
@@ -31,5 +32,15 @@ export function serviceSchemas(env: NodeJS.ProcessEnv = process.env): ServiceSch
       maxValueBytes: s.maxValueBytes,
     }),
   );
+  const authConfigured = Boolean(env.API_JWT_SECRET || env.API_JWT_PUBLIC_KEY || env.API_AUTH_ACTION);
+  if (authConfigured || env.API_ENABLED === "true") {
+    schemas.push(
+      createApiService({
+        queueService: s.serviceName,
+        bodyLimit: s.bodyLimitBytes,
+        port: env.PORT === undefined ? undefined : Number(env.PORT),
+      }) as unknown as ServiceSchema,
+    );
+  }
   return schemas;
 }

@@ -276,7 +276,10 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
     hooks: {
       error: {
         "*"(this: { countOperation(a: string, o: string): void }, ctx: Context, err: Error) {
-          this.countOperation(String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"), (err as { type?: string }).type ?? "ERROR");
+          this.countOperation(
+            String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"),
+            (err as { type?: string }).type ?? "ERROR",
+          );
           throw err;
         },
       },
