@@ -177,6 +177,36 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
           },
         },
         {
+          // Unauthenticated: for load balancers and orchestrators. The owners' queue names stay
+          // internal (the `health` action lists them); this says how many this node serves.
+          name: "health",
+          path: "/health",
+          bodyParsers: false,
+          autoAliases: false,
+          mappingPolicy: "restrict",
+          aliases: {
+            async "GET /"(req: ApiRequest, res: ServerResponse) {
+              try {
+                const h = (await req.$ctx.call(`${queueService}.health`, {})) as {
+                  nodeId: string;
+                  cassandra: boolean;
+                  latencyMs: number;
+                  ownedQueues: string[];
+                };
+                const body = {
+                  nodeId: h.nodeId,
+                  cassandra: h.cassandra,
+                  latencyMs: h.latencyMs,
+                  ownedQueues: h.ownedQueues.length,
+                };
+                sendJson(res, h.cassandra ? 200 : 503, JSON.stringify(body));
+              } catch {
+                sendJson(res, 503, JSON.stringify({ cassandra: false, queue: "unavailable" }));
+              }
+            },
+          },
+        },
+        {
           name: "openapi",
           path: basePath,
           bodyParsers: false,

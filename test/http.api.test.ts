@@ -533,3 +533,10 @@ describe("verification delegated to an action", () => {
     expectError(await request(droute(serviceId, "fetch"), { body }), 401, "AUTH_REQUIRED");
   });
 });
+
+test("GET /health answers without a token: Cassandra up, how many queues this node serves", async () => {
+  const health = await request(base.replace(/\/api$/, "/health"), { method: "GET" });
+  expect(health.status).toBe(200);
+  expect(health.json).toMatchObject({ cassandra: true, nodeId: broker.nodeID });
+  expect(typeof (health.json as { ownedQueues: unknown }).ownedQueues).toBe("number");
+});
