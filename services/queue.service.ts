@@ -256,6 +256,18 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           return { purged: await engine.purge(ctx, queueOf(ctx)) };
         },
       },
+      /** The caller's queues (those that saw an add within the retention), each with its stats when asked. */
+      queues: {
+        params: { withStats: { type: "boolean", optional: true, convert: true } },
+        async handler(ctx: QueueContext<{ withStats?: boolean }>) {
+          const ownerId = ownerOf(ctx);
+          const list = await engine.queues(ownerId);
+          if (!ctx.params.withStats) return list;
+          return Promise.all(
+            list.map(async q => ({ ...q, stats: await engine.stats(ctx, queueKey(ownerId, q.serviceId)) })),
+          );
+        },
+      },
       /** Whether Cassandra answers and which queues this node serves. No owner needed. */
       health: {
         acl: false,

@@ -142,6 +142,8 @@ export class QueueEngine {
   private readonly owned = new Map<string, Owned>();
   private readonly acquiring = new Map<string, Promise<Owned | { owner: string }>>();
   private readonly routes = new Map<string, string>();
+  /** When this node last wrote each queue's owner_queues row (rewritten hourly, not on every add). */
+  private readonly registered = new Map<string, number>();
   private stopped = false;
 
   constructor(
@@ -298,6 +300,20 @@ export class QueueEngine {
     return this.route({ op: "stats", queue }, caller) as Promise<QueueStats>;
   }
 
+  /** The owner's queues (those that saw an add within the retention). */
+  queues(ownerId: string): Promise<{ serviceId: string; seenAt: number }[]> {
+    return this.store.listQueues(ownerId);
+  }
+
+  private async register(queue: string): Promise<void> {
+    const now = Date.now();
+    if (now - (this.registered.get(queue) ?? 0) < 3_600_000) return;
+    const { ownerId, serviceId } = splitQueueKey(queue);
+    await this.store.registerQueue(ownerId, serviceId);
+    this.registered.set(queue, now);
+    if (this.registered.size > 100_000) this.registered.delete(this.registered.keys().next().value as string);
+  }
+
   /** Whether Cassandra answers, and what this node serves. */
   async health(): Promise<{ cassandra: boolean; latencyMs: number; error?: string; ownedQueues: string[] }> {
     const t0 = performance.now();
@@ -410,6 +426,7 @@ export class QueueEngine {
         if (request.clientId) {
           await this.store.writeTaskIndex(request.queue, request.taskId, 0, request.expiresAt);
         }
+        await this.register(request.queue);
         return true;
       }
       case "fetch": {

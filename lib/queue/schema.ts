@@ -36,6 +36,15 @@ const migrations: Migration[] = [
        ) WITH default_time_to_live = ${o.retentionSeconds}`,
     ],
   },
+  {
+    id: 2,
+    name: "owner queue index",
+    statements: o => [
+      `CREATE TABLE IF NOT EXISTS owner_queues (
+         owner_id text, service_id text, seen_at timestamp, PRIMARY KEY ((owner_id), service_id)
+       ) WITH default_time_to_live = ${o.retentionSeconds}`,
+    ],
+  },
 ];
 
 const identifier = /^[a-z][a-z0-9_]{0,47}$/;

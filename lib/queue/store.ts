@@ -339,6 +339,35 @@ export class QueueStore {
     );
   }
 
+  // ---- owner_queues -------------------------------------------------------------------------
+
+  /** Records that the owner has this queue; the row lives as long as a task added now. */
+  async registerQueue(ownerId: string, serviceId: string): Promise<void> {
+    await this.client.execute(
+      `INSERT INTO ${this.ks}.owner_queues (owner_id, service_id, seen_at) VALUES (?, ?, ?) USING TTL ?`,
+      [ownerId, serviceId, new Date(), this.retentionSeconds],
+      { ...this.write, isIdempotent: true },
+    );
+  }
+
+  /** The owner's queues that saw an add within the retention. */
+  async listQueues(ownerId: string): Promise<{ serviceId: string; seenAt: number }[]> {
+    const out: { serviceId: string; seenAt: number }[] = [];
+    let pageState: string | undefined;
+    do {
+      const rs = await this.client.execute(
+        `SELECT service_id, seen_at FROM ${this.ks}.owner_queues WHERE owner_id = ?`,
+        [ownerId],
+        { ...this.read, fetchSize: 1000, pageState },
+      );
+      for (const row of rs.rows) {
+        out.push({ serviceId: row["service_id"] as string, seenAt: (row["seen_at"] as Date | null)?.getTime() ?? 0 });
+      }
+      pageState = rs.pageState ?? undefined;
+    } while (pageState);
+    return out;
+  }
+
   /** Cheap liveness probe for health checks. */
   async ping(): Promise<void> {
     await this.client.execute("SELECT release_version FROM system.local", [], this.read);

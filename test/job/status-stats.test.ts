@@ -38,3 +38,13 @@ test("health reports Cassandra and the queues this node owns", async () => {
   expect(health).toMatchObject({ cassandra: true, nodeId: f.broker.nodeID });
   expect(health.ownedQueues).toContain(`owner-1/${serviceId}`);
 });
+
+test("queues lists the caller's queues only, with their stats when asked", async () => {
+  const mine = [randomUUID(), randomUUID()];
+  for (const serviceId of mine) await f.call("add", { serviceId, value: 1 }, "owner-q");
+  await f.call("add", { serviceId: randomUUID(), value: 1 }, "owner-other");
+  const list = await f.call("queues", {}, "owner-q");
+  expect(list.map((q: { serviceId: string }) => q.serviceId).sort()).toEqual([...mine].sort());
+  const withStats = await f.call("queues", { withStats: true }, "owner-q");
+  expect(withStats.every((q: { stats: { ready: number } }) => q.stats.ready === 1)).toBe(true);
+});
