@@ -14,6 +14,7 @@ import { SodiumCodec } from "../lib/crypto/sodium-codec";
 import { InvalidParameterError, OwnerMissingError, ValueTooLargeError } from "../lib/errors";
 import { QueueEngine, queueKey, type Cluster, type ShardRequest, type TaskEvent } from "../lib/queue/engine";
 import type { QueueEngineOptions } from "../lib/queue/options";
+import type { PublicState } from "../lib/queue/task";
 
 export interface QueueServiceOptions {
   /** @defaultValue "worker.queue" */
@@ -254,6 +255,33 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         params: { serviceId },
         async handler(ctx: QueueContext<{ serviceId: string }>) {
           return { purged: await engine.purge(ctx, queueOf(ctx)) };
+        },
+      },
+      /** Live tasks, oldest first, optionally of one state, a page at a time (metadata only). */
+      tasks: {
+        params: {
+          serviceId,
+          state: {
+            type: "enum",
+            values: ["waiting", "delayed", "leased", "handing-over", "dead"],
+            optional: true,
+          },
+          offset: { type: "number", integer: true, min: 0, optional: true, convert: true },
+          limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true },
+        },
+        async handler(ctx: QueueContext<{ serviceId: string; state?: PublicState; offset?: number; limit?: number }>) {
+          return engine.tasks(ctx, queueOf(ctx), {
+            state: ctx.params.state,
+            offset: ctx.params.offset ?? 0,
+            limit: ctx.params.limit ?? 50,
+          });
+        },
+      },
+      /** One live task with its value, progress and last error, decrypted for its owner. */
+      inspect: {
+        params: { serviceId, taskId },
+        async handler(ctx: QueueContext<{ serviceId: string; taskId: string }>) {
+          return engine.inspect(ctx, queueOf(ctx), ctx.params.taskId);
         },
       },
       /** The caller's queues (those that saw an add within the retention), each with its stats when asked. */

@@ -14,7 +14,16 @@ import type { QueueShard } from "./queue-shard";
 import { migrateSchema } from "./schema";
 import { QueueStore } from "./store";
 import { ownedElsewhere, takeOver } from "./takeover";
-import type { AckOutcome, QueueStats, ReleaseOutcome, Task, TaskEventType, TaskStatus, UpdateOutcome } from "./task";
+import type {
+  AckOutcome,
+  PublicState,
+  QueueStats,
+  ReleaseOutcome,
+  Task,
+  TaskEventType,
+  TaskStatus,
+  UpdateOutcome,
+} from "./task";
 import type { ShardHooks } from "./queue-shard";
 
 /** Sealed bytes as they cross the network between nodes. */
@@ -44,7 +53,9 @@ export type ShardRequest =
   | { op: "redrive"; queue: string; taskIds?: string[] }
   | { op: "purge"; queue: string }
   | { op: "status"; queue: string; taskId: string }
-  | { op: "stats"; queue: string };
+  | { op: "stats"; queue: string }
+  | { op: "tasks"; queue: string; state?: PublicState; offset: number; limit: number }
+  | { op: "inspect"; queue: string; taskId: string };
 
 export interface WireDelivery {
   taskId: string;
@@ -300,6 +311,37 @@ export class QueueEngine {
     return this.route({ op: "stats", queue }, caller) as Promise<QueueStats>;
   }
 
+  /** Live tasks of a queue, a page at a time, metadata only. */
+  tasks(
+    caller: unknown,
+    queue: string,
+    page: { state?: PublicState; offset: number; limit: number },
+  ): Promise<{ total: number; tasks: TaskStatus[] }> {
+    return this.route({ op: "tasks", queue, ...page }, caller) as Promise<{ total: number; tasks: TaskStatus[] }>;
+  }
+
+  /** One task with its value, progress and last error decrypted for the caller (its owner). */
+  async inspect(
+    caller: unknown,
+    queue: string,
+    taskId: string,
+  ): Promise<TaskStatus & { value?: unknown; progress?: unknown; error?: unknown }> {
+    const found = (await this.route({ op: "inspect", queue, taskId }, caller)) as {
+      status: TaskStatus;
+      value?: WireSealed;
+      progress?: WireSealed;
+      error?: WireSealed;
+    };
+    const open = async (field: string, w?: WireSealed) =>
+      w ? unjson(await this.codec.open(sealContext(queue, taskId, field), fromWire(w), caller)) : undefined;
+    return {
+      ...found.status,
+      value: await open("value", found.value),
+      progress: await open("progress", found.progress),
+      error: await open("error", found.error),
+    };
+  }
+
   /** The owner's queues (those that saw an add within the retention). */
   queues(ownerId: string): Promise<{ serviceId: string; seenAt: number }[]> {
     return this.store.listQueues(ownerId);
@@ -482,6 +524,17 @@ export class QueueEngine {
         return shard.status(request.taskId);
       case "stats":
         return shard.stats();
+      case "tasks":
+        return shard.listTasks(request.state, request.offset, request.limit);
+      case "inspect": {
+        const found = shard.inspect(request.taskId);
+        return {
+          status: found.status,
+          value: found.value && toWire(found.value),
+          progress: found.progress && toWire(found.progress),
+          error: found.error && toWire(found.error),
+        };
+      }
     }
   }
 

@@ -62,6 +62,8 @@ export interface Recovered {
 }
 
 const REMEMBERED = 10_000;
+const THROUGHPUT_SLOT_MS = 10_000;
+const THROUGHPUT_SLOTS = 30;
 
 function remember<V>(map: Map<string, V>, key: string, value: V): void {
   map.delete(key);
@@ -230,6 +232,9 @@ export class QueueShard {
   private maintaining = false;
   private maintainAgain = false;
   private closed = false;
+  /** Completions per 10 s slot, a ring of 30 slots (5 minutes), for the throughput chart. */
+  private readonly completions = new Array<number>(THROUGHPUT_SLOTS).fill(0);
+  private completionSlot = Math.floor(Date.now() / THROUGHPUT_SLOT_MS);
   lastUsed = Date.now();
 
   constructor(
@@ -577,6 +582,7 @@ export class QueueShard {
       result,
       reason: failed ? "FAILED" : undefined,
     });
+    this.countCompletion();
     this.hooks.notify(failed ? "failed" : "completed", t, { workerId: worker });
     if (result) this.hooks.handover(t);
     return { ok: true, taskId: t.id };
@@ -780,6 +786,48 @@ export class QueueShard {
     };
   }
 
+  /** Moves the throughput ring to `now`, zeroing the slots that passed. */
+  private advanceSlots(now: number): void {
+    const slot = Math.floor(now / THROUGHPUT_SLOT_MS);
+    for (let s = this.completionSlot + 1; s <= slot && s <= this.completionSlot + THROUGHPUT_SLOTS; s++) {
+      this.completions[s % THROUGHPUT_SLOTS] = 0;
+    }
+    this.completionSlot = Math.max(this.completionSlot, slot);
+  }
+
+  private countCompletion(now = Date.now()): void {
+    this.advanceSlots(now);
+    this.completions[this.completionSlot % THROUGHPUT_SLOTS]! += 1;
+  }
+
+  private completedPer10s(now: number): number[] {
+    this.advanceSlots(now);
+    return Array.from(
+      { length: THROUGHPUT_SLOTS },
+      (_, i) => this.completions[(this.completionSlot + 1 + i) % THROUGHPUT_SLOTS]!,
+    );
+  }
+
+  /** Live tasks, oldest first, optionally of one public state, a page at a time (metadata only). */
+  listTasks(
+    state: PublicState | undefined,
+    offset: number,
+    limit: number,
+    now = Date.now(),
+  ): { total: number; tasks: TaskStatus[] } {
+    const all = [...this.tasks.values()]
+      .sort((a, b) => a.seq - b.seq)
+      .map(t => this.status(t.id, now))
+      .filter(s => state === undefined || s.state === state);
+    return { total: all.length, tasks: all.slice(offset, offset + limit) };
+  }
+
+  /** A live task with its sealed value, progress and last error, for its owner's eyes. */
+  inspect(taskId: string): { status: TaskStatus; value?: Sealed; progress?: Sealed; error?: Sealed } {
+    const t = this.tasks.get(taskId);
+    return { status: this.status(taskId), value: t?.value, progress: t?.progress, error: t?.error };
+  }
+
   stats(now = Date.now()): QueueStats {
     const s: QueueStats = {
       ready: 0,
@@ -789,6 +837,7 @@ export class QueueShard {
       handingOver: 0,
       oldestWaitingMs: 0,
       workers: [],
+      completedPer10s: this.completedPer10s(now),
     };
     let oldestSeq = Infinity;
     let oldest: Task | undefined;

@@ -129,6 +129,8 @@ export interface QueueStats {
   oldestWaitingMs: number;
   /** Workers holding a lease now, with their task and deadline. */
   workers: { workerId: string; taskId: string; leaseUntil: number; attempt: number }[];
+  /** Tasks completed (acked) per 10-second slot over the last 5 minutes, oldest first, on this owner. */
+  completedPer10s: number[];
 }
 
 /** Notifications of the shard, turned into Moleculer events by the engine (metadata only, never values). */

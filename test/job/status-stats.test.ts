@@ -48,3 +48,17 @@ test("queues lists the caller's queues only, with their stats when asked", async
   const withStats = await f.call("queues", { withStats: true }, "owner-q");
   expect(withStats.every((q: { stats: { ready: number } }) => q.stats.ready === 1)).toBe(true);
 });
+
+test("tasks pages through live tasks by state; inspect shows one with its value and last error", async () => {
+  const serviceId = randomUUID();
+  for (let i = 0; i < 5; i++) await f.call("add", { serviceId, value: { n: i }, taskId: `l-${i}` });
+  await f.call("fetch", { serviceId, workerId: "w" });
+  await f.call("release", { serviceId, workerId: "w", error: { message: "tried" } }); // maxAttempts 1: dead
+  const waiting = await f.call("tasks", { serviceId, state: "waiting", offset: 1, limit: 2 });
+  expect(waiting.total).toBe(4);
+  expect(waiting.tasks.map((t: { taskId: string }) => t.taskId)).toEqual(["l-2", "l-3"]);
+  const one = await f.call("inspect", { serviceId, taskId: "l-0" });
+  expect(one).toMatchObject({ taskId: "l-0", state: "dead", value: { n: 0 }, error: { message: "tried" } });
+  const stats = await f.call("stats", { serviceId });
+  expect(stats.completedPer10s).toHaveLength(30);
+});
