@@ -4,9 +4,9 @@
  * it, acquires queues nobody serves, renews its leases, hands results over to the workflow, and
  * releases its queues on stop. It knows nothing of Moleculer: the service gives it a `Cluster`.
  */
-import type { Client } from "cassandra-driver";
+import { errors, types, type Client } from "cassandra-driver";
 import type { Sealed, SealContext, ValueCodec } from "../codec";
-import { NotOwnerError, OwnershipLostError } from "../errors";
+import { NotOwnerError, OwnershipLostError, StorageUnavailableError } from "../errors";
 import type { EventLog } from "./event-log";
 import { defaultEngineOptions, type QueueEngineOptions } from "./options";
 import type { OwnerLease } from "./owner-lease";
@@ -374,7 +374,16 @@ export class QueueEngine {
 
   // ---- routing ---------------------------------------------------------------------------------
 
+  /** Runs a request where its queue is served; a transient Cassandra failure becomes STORAGE_UNAVAILABLE. */
   private async route(request: ShardRequest, caller: unknown): Promise<unknown> {
+    try {
+      return await this.routeOnce(request, caller);
+    } catch (err) {
+      throw asStorageError(request.op, err);
+    }
+  }
+
+  private async routeOnce(request: ShardRequest, caller: unknown): Promise<unknown> {
     const { queue } = request;
     let lastError: unknown;
     for (let hop = 0; hop < 6; hop++) {
@@ -440,6 +449,14 @@ export class QueueEngine {
 
   /** Runs a request that another node forwarded here. */
   async executeForwarded(request: ShardRequest, caller: unknown): Promise<unknown> {
+    try {
+      return await this.executeHere(request, caller);
+    } catch (err) {
+      throw asStorageError(request.op, err);
+    }
+  }
+
+  private async executeHere(request: ShardRequest, caller: unknown): Promise<unknown> {
     let owned = this.owned.get(request.queue);
     if (!owned) {
       const got = await this.acquire(request.queue);
@@ -670,6 +687,26 @@ export class QueueEngine {
       this.scheduleHandover(queue, task, attempt + 1);
     }
   }
+}
+
+const transientCodes = new Set<number>([
+  types.responseErrorCodes.unavailableException,
+  types.responseErrorCodes.overloaded,
+  types.responseErrorCodes.isBootstrapping,
+  types.responseErrorCodes.writeTimeout,
+  types.responseErrorCodes.readTimeout,
+  types.responseErrorCodes.readFailure,
+  types.responseErrorCodes.writeFailure,
+]);
+
+/** Cassandra unreachable, overloaded or timing out: a retryable STORAGE_UNAVAILABLE; anything else as it is. */
+function asStorageError(operation: string, err: unknown): unknown {
+  const transient =
+    err instanceof errors.NoHostAvailableError ||
+    err instanceof errors.OperationTimedOutError ||
+    err instanceof errors.BusyConnectionError ||
+    (err instanceof errors.ResponseError && transientCodes.has(err.code));
+  return transient ? new StorageUnavailableError(operation, (err as Error).message) : err;
 }
 
 /** What the workflow receives when a task with a token is cancelled. */
