@@ -11,7 +11,7 @@ import type { ValueCodec } from "../lib/codec";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
 import { MoleculerKeyProvider } from "../lib/crypto/key-provider";
 import { SodiumCodec } from "../lib/crypto/sodium-codec";
-import { InvalidParameterError, OwnerMissingError, ValueTooLargeError } from "../lib/errors";
+import { AccessDeniedError, InvalidParameterError, OwnerMissingError, ValueTooLargeError } from "../lib/errors";
 import { QueueEngine, queueKey, type Cluster, type ShardRequest, type TaskEvent } from "../lib/queue/engine";
 import type { QueueEngineOptions } from "../lib/queue/options";
 import type { PublicState } from "../lib/queue/task";
@@ -303,12 +303,22 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           return { nodeId: this.broker.nodeID, ...(await engine.health()) };
         },
       },
-      /** Internal: a request forwarded by another node to this queue's owner. */
+      /**
+       * Internal: a request forwarded by another queue node to this queue's owner. The entry node
+       * has validated it and run the ACL; here only queue nodes may call, for the caller's own queues.
+       */
       shardExec: {
         visibility: "public",
         acl: false,
         params: { request: { type: "object" } },
         async handler(ctx: QueueContext<{ request: ShardRequest }>) {
+          if (!(await this.isQueueNode(ctx.nodeID ?? this.broker.nodeID))) {
+            throw new AccessDeniedError({ action: "shardExec", reason: "only queue nodes forward requests" });
+          }
+          const queue = String(ctx.params.request.queue ?? "");
+          if (!queue.startsWith(`${ownerOf(ctx)}/`)) {
+            throw new AccessDeniedError({ action: "shardExec", reason: "the queue is not the caller's" });
+          }
           return engine.executeForwarded(ctx.params.request, ctx);
         },
       },
@@ -341,6 +351,15 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         });
         if (!outcome.ok) this.logger.debug(`ack by ${ctx.params.workerId} refused: ${outcome.reason}`);
         return outcome;
+      },
+      /** Whether `nodeID` runs this service; a node not yet discovered gets a moment to announce itself. */
+      async isQueueNode(nodeID: string): Promise<boolean> {
+        const registry = (this.broker as ServiceBroker).registry;
+        for (let waited = 0; ; waited += 50) {
+          if (registry.hasService(name, nodeID)) return true;
+          if (registry.nodes.get(nodeID)?.services?.length || waited >= 3000) return false;
+          await new Promise(r => setTimeout(r, 50));
+        }
       },
       countOperation(action: string, outcome: string) {
         if (action === "shardExec" || !this.broker.isMetricsEnabled()) return;

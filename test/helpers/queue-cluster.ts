@@ -1,7 +1,7 @@
 /** Brokers running the queue service against the test Cassandra, for integration tests. */
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker, type Middleware, type ServiceSchema } from "moleculer";
 import { PlainCodec, type ValueCodec } from "../../lib/codec";
 import type { QueueEngineOptions } from "../../lib/queue/options";
 import { createQueueService, type QueueServiceOptions } from "../../services/queue.service";
@@ -12,7 +12,15 @@ export interface ClusterOptions {
   engine?: Partial<QueueEngineOptions>;
   /** Extra services (an activity service, the keys service...) created on every broker. */
   services?: ServiceSchema[];
+  /** The codec; by default PlainCodec (see `defaultCodec`). */
   codec?: QueueServiceOptions["codec"];
+  /**
+   * `true`: no codec override, so the queue service uses its own default, the owner-key encryption
+   * (SodiumCodec through the keys service); `codec` is then ignored.
+   */
+  defaultCodec?: boolean;
+  /** Broker middlewares (e.g. the ACL middleware). */
+  middlewares?: Middleware[];
   namespace?: string;
   service?: Partial<QueueServiceOptions>;
   /** Enables Moleculer metrics (no reporter) so tests can read the queue's metrics. */
@@ -29,12 +37,13 @@ export async function startQueueBroker(nodeID: string, o: ClusterOptions): Promi
     heartbeatInterval: 1,
     heartbeatTimeout: 3,
     metrics: o.metrics ? { enabled: true } : false,
+    middlewares: o.middlewares,
   });
   for (const s of o.services ?? []) broker.createService(s);
   broker.createService(
     createQueueService({
       client: o.client,
-      codec: o.codec ?? ((): ValueCodec => new PlainCodec()),
+      codec: o.defaultCodec ? undefined : (o.codec ?? ((): ValueCodec => new PlainCodec())),
       engine: { keyspace: o.keyspace, ...o.engine },
       ...o.service,
     }),
