@@ -2,11 +2,13 @@
  * `npm start`: a Moleculer node with the project's services. Without CASSANDRA_CONTACT_POINTS it
  * first starts a local Cassandra (data in .cache/cassandra/dev-data) and stops it on exit.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ServiceBroker } from "moleculer";
 import { defaultCacheDir, ensureCassandra, type CassandraHandle } from "../lib/cassandra/launcher";
 import { DEV_API_SECRET_FILE, developmentSecret } from "../lib/dev-secret";
 import { ConfigurationError } from "../lib/errors";
+import { defaultConsoleFolders } from "../lib/http/console";
 
 let broker: ServiceBroker | undefined;
 let cassandra: CassandraHandle | undefined;
@@ -57,7 +59,16 @@ async function main(): Promise<void> {
 
   const api = broker.getLocalService("api");
   const apiPort = (api?.settings as { port?: number } | undefined)?.port;
-  if (apiPort) console.log(`HTTP gateway listening on http://localhost:${apiPort}`);
+  if (apiPort) {
+    console.log(`HTTP gateway listening on http://localhost:${apiPort}`);
+    const built = defaultConsoleFolders().some(folder => existsSync(join(folder, "index.html")));
+    console.log(
+      `Operator console: http://localhost:${apiPort}/console/ ` +
+        (built
+          ? "(sign in with a token from `npm run token -- --owner <owner> --service '*'`)"
+          : "(not built yet: run `npm run build:console`)"),
+    );
+  }
   console.log(
     `Ready: node ${broker.nodeID}, transporter ${brokerOptions.transporter ?? "none (local only)"}, ` +
       `Cassandra ${process.env.CASSANDRA_CONTACT_POINTS}. Ctrl-C stops it.`,

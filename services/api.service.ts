@@ -1,6 +1,8 @@
 /**
- * The HTTP gateway for external workers (moleculer-web): `POST /api/queue/:serviceId/{fetch,ack,add,update,release}`
- * and `GET /api/openapi.json`. Every queue request is authenticated by its bearer token first; the
+ * The HTTP gateway (moleculer-web): for external workers `POST /api/queue/:serviceId/{fetch,ack,add,update,release}`;
+ * for the operator console `GET /api/queues`, `GET /api/queue/:serviceId/{stats,tasks,tasks/:taskId,dead}` and
+ * `POST /api/queue/:serviceId/{redrive,cancel,purge}`; the console's page itself under `/console`; and
+ * `GET /api/openapi.json`. Every queue request is authenticated by its bearer token first; the
  * token's owner becomes the owner of the queue call (never an owner named in the request). The
  * handlers only translate between HTTP and the queue actions; the queue does the rest.
  */
@@ -31,6 +33,7 @@ import {
   type JwtVerifierOptions,
   type TokenVerifier,
 } from "../lib/http/access-token";
+import { consoleAssets, defaultConsoleFolders, TaskNotFoundError } from "../lib/http/console";
 import { queueApiDocument } from "../lib/http/openapi";
 
 const { MoleculerError, ValidationError } = Errors;
@@ -59,6 +62,13 @@ export interface ApiServiceOptions {
    * @defaultValue API_AUTH_ACTION, else unset (JWT)
    */
   authAction?: string;
+  /**
+   * The built operator console (`npm run build:console`), served at `consolePath`; `false` serves none.
+   * @defaultValue the package's `dist-console/`
+   */
+  consoleFolder?: string | false;
+  /** Where the console is served. @defaultValue "/console" */
+  consolePath?: string;
 }
 
 /** Longest `?wait=` accepted on fetch, in seconds. */
@@ -67,6 +77,9 @@ export const MAX_WAIT_SECONDS = 20;
 const WAIT_TIMEOUT_MARGIN_MS = 10_000;
 
 type Operation = "fetch" | "ack" | "add" | "update" | "release";
+
+/** What the operator console reads and does (each its own route). */
+type ConsoleOperation = "queues" | "stats" | "tasks" | "inspect" | "dead" | "redrive" | "cancel" | "purge";
 
 /** The request as moleculer-web hands it to middlewares and alias handlers. */
 interface ApiRequest extends IncomingMessage {
@@ -90,6 +103,8 @@ interface ApiService extends Service<ApiSettings> {
   server?: Server;
   authenticateRequest(req: ApiRequest): Promise<AccessGrant>;
   serveQueueRequest(req: ApiRequest, res: ServerResponse, operation: Operation): Promise<void>;
+  serveConsoleRequest(req: ApiRequest, res: ServerResponse, operation: ConsoleOperation): Promise<void>;
+  ownerQueues(req: ApiRequest, grant: AccessGrant): Promise<unknown[]>;
   callQueue(req: ApiRequest, operation: string, params: object, timeout?: number): Promise<unknown>;
   sendError(req: IncomingMessage, res: ServerResponse, err: unknown): void;
 }
@@ -144,6 +159,12 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
     function (this: ApiService, req: ApiRequest, res: ServerResponse): void {
       void this.serveQueueRequest(req, res, operation);
     };
+  const consoleRoute = (operation: ConsoleOperation) =>
+    function (this: ApiService, req: ApiRequest, res: ServerResponse): void {
+      void this.serveConsoleRequest(req, res, operation);
+    };
+  const consolePath = options.consolePath ?? "/console";
+  const consoleFolder = options.consoleFolder;
 
   return {
     name: options.name ?? "api",
@@ -174,8 +195,43 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
             "POST /:serviceId/add": queueRoute("add"),
             "POST /:serviceId/update": queueRoute("update"),
             "POST /:serviceId/release": queueRoute("release"),
+            // The operator console's view of one queue and its actions on it.
+            "GET /:serviceId/stats": consoleRoute("stats"),
+            "GET /:serviceId/tasks": consoleRoute("tasks"),
+            "GET /:serviceId/tasks/:taskId": consoleRoute("inspect"),
+            "GET /:serviceId/dead": consoleRoute("dead"),
+            "POST /:serviceId/redrive": consoleRoute("redrive"),
+            "POST /:serviceId/cancel": consoleRoute("cancel"),
+            "POST /:serviceId/purge": consoleRoute("purge"),
           },
         },
+        {
+          // The token owner's queues with their stats: the console's overview.
+          name: "queues",
+          path: `${basePath}/queues`,
+          bodyParsers: false,
+          use: [authenticate],
+          mergeParams: false,
+          autoAliases: false,
+          mappingPolicy: "restrict",
+          aliases: {
+            "GET /": consoleRoute("queues"),
+          },
+        },
+        ...(consoleFolder === false
+          ? []
+          : [
+              {
+                // The console's files: no token, they hold no data.
+                name: "console",
+                path: consolePath,
+                bodyParsers: false,
+                use: [consoleAssets(consolePath, consoleFolder ? [consoleFolder] : defaultConsoleFolders())],
+                autoAliases: false,
+                mappingPolicy: "restrict",
+                aliases: {},
+              },
+            ]),
         {
           // Unauthenticated: for load balancers and orchestrators. The owners' queue names stay
           // internal (the `health` action lists them); this says how many this node serves.
@@ -219,6 +275,17 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
           },
         },
       ],
+    },
+    /**
+     * Runs before moleculer-web's own `stopped` (own handlers come first when stopping). Its
+     * server.close() waits for every connection to go idle, which keep-alive workers never do:
+     * close the idle ones now and cut the rest after a second.
+     */
+    stopped(this: { server?: import("node:http").Server }) {
+      const server = this.server;
+      if (!server) return;
+      server.closeIdleConnections();
+      setTimeout(() => server.closeAllConnections(), 1000).unref();
     },
     methods: {
       async authenticateRequest(this: ApiService, req: ApiRequest): Promise<AccessGrant> {
@@ -286,6 +353,77 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
           if (isServerFault(err)) this.logger.error(`HTTP ${operation} failed:`, err);
           this.sendError(req, res, err);
         }
+      },
+
+      async serveConsoleRequest(this: ApiService, req: ApiRequest, res: ServerResponse, operation: ConsoleOperation) {
+        try {
+          const grant = req.$grant;
+          if (!grant) throw new AuthenticationRequiredError();
+          const body = requestObject(req.body);
+          const namedOwner = req.headers["x-owner-id"] ?? body.ownerId;
+          if (namedOwner !== undefined && namedOwner !== grant.ownerId) throw new OwnerNotAllowedError();
+          if (operation === "queues") {
+            return sendJson(res, 200, JSON.stringify({ queues: await this.ownerQueues(req, grant) }));
+          }
+          const serviceId = req.$params.params?.serviceId ?? "";
+          if (!grantCovers(grant, serviceId)) throw new ServiceNotAllowedError(serviceId);
+          const query = req.$params.query ?? {};
+          let answer: unknown;
+          switch (operation) {
+            case "stats":
+              answer = await this.callQueue(req, "stats", { serviceId });
+              break;
+            case "tasks":
+              answer = await this.callQueue(req, "tasks", { serviceId, ...pick(query, ["state", "offset", "limit"]) });
+              break;
+            case "inspect": {
+              const taskId = req.$params.params?.taskId ?? "";
+              const task = (await this.callQueue(req, "inspect", { serviceId, taskId })) as { state?: string };
+              if (task.state === "unknown") throw new TaskNotFoundError(serviceId, taskId);
+              answer = task;
+              break;
+            }
+            case "dead":
+              answer = { tasks: await this.callQueue(req, "dead", { serviceId, ...pick(query, ["limit"]) }) };
+              break;
+            case "redrive":
+              answer = await this.callQueue(req, "redrive", { serviceId, ...pick(body, ["taskIds"]) });
+              break;
+            case "cancel":
+              answer = await this.callQueue(req, "cancel", { serviceId, ...pick(body, ["taskId"]) });
+              break;
+            case "purge":
+              // Purging cannot be undone: the caller repeats the queue's id, so a wrong URL purges nothing.
+              if (body.confirm !== serviceId) {
+                const message = "Purging needs 'confirm' set to the queue's serviceId";
+                throw new ValidationError(message, "VALIDATION_ERROR", [
+                  { type: "equalValue", field: "confirm", message, expected: serviceId, actual: body.confirm },
+                ]);
+              }
+              answer = await this.callQueue(req, "purge", { serviceId });
+              break;
+          }
+          return sendJson(res, 200, JSON.stringify(answer));
+        } catch (err) {
+          if (isServerFault(err)) this.logger.error(`HTTP console ${operation} failed:`, err);
+          this.sendError(req, res, err);
+        }
+      },
+
+      /**
+       * The token owner's queues that the token covers, with their stats: one read of the owner's
+       * queue list, then each queue's counters from the node that serves it (in memory there).
+       */
+      async ownerQueues(this: ApiService, req: ApiRequest, grant: AccessGrant): Promise<unknown[]> {
+        type Listed = { serviceId: string; seenAt: number; stats?: unknown };
+        if (grant.services === "*") return (await this.callQueue(req, "queues", { withStats: true })) as Listed[];
+        // A token for some queues: no work on the others.
+        const listed = ((await this.callQueue(req, "queues", {})) as Listed[]).filter(q =>
+          grantCovers(grant, q.serviceId),
+        );
+        return Promise.all(
+          listed.map(async q => ({ ...q, stats: await this.callQueue(req, "stats", { serviceId: q.serviceId }) })),
+        );
       },
 
       /** Calls `<queueService>.<operation>` as the token's owner. */

@@ -11,7 +11,13 @@ import type { ValueCodec } from "../lib/codec";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
 import { MoleculerKeyProvider } from "../lib/crypto/key-provider";
 import { SodiumCodec } from "../lib/crypto/sodium-codec";
-import { AccessDeniedError, InvalidParameterError, OwnerMissingError, ValueTooLargeError } from "../lib/errors";
+import {
+  AccessDeniedError,
+  InvalidParameterError,
+  NotOwnerError,
+  OwnerMissingError,
+  ValueTooLargeError,
+} from "../lib/errors";
 import { QueueEngine, queueKey, type Cluster, type ShardRequest, type TaskEvent } from "../lib/queue/engine";
 import type { QueueEngineOptions } from "../lib/queue/options";
 import type { PublicState } from "../lib/queue/task";
@@ -312,10 +318,13 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         acl: false,
         params: { request: { type: "object" } },
         async handler(ctx: QueueContext<{ request: ShardRequest }>) {
-          if (!(await this.isQueueNode(ctx.nodeID ?? this.broker.nodeID))) {
+          const queue = String(ctx.params.request.queue ?? "");
+          const callerIsQueueNode = await this.isQueueNode(ctx.nodeID ?? this.broker.nodeID);
+          if (callerIsQueueNode === "no") {
             throw new AccessDeniedError({ action: "shardExec", reason: "only queue nodes forward requests" });
           }
-          const queue = String(ctx.params.request.queue ?? "");
+          // A caller this node cannot see (e.g. it was paused and lost track of the others): decline, retryably.
+          if (callerIsQueueNode === "unknown") throw new NotOwnerError(queue, null);
           if (!queue.startsWith(`${ownerOf(ctx)}/`)) {
             throw new AccessDeniedError({ action: "shardExec", reason: "the queue is not the caller's" });
           }
@@ -352,14 +361,19 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         if (!outcome.ok) this.logger.debug(`ack by ${ctx.params.workerId} refused: ${outcome.reason}`);
         return outcome;
       },
-      /** Whether `nodeID` runs this service; a node not yet discovered gets a moment to announce itself. */
-      async isQueueNode(nodeID: string): Promise<boolean> {
+      /**
+       * Whether `nodeID` runs this service. A node not (yet, or no longer) known as available gets a
+       * moment to announce itself; if it stays unknown, the answer is "unknown".
+       */
+      async isQueueNode(nodeID: string): Promise<"yes" | "no" | "unknown"> {
         const registry = (this.broker as ServiceBroker).registry;
-        for (let waited = 0; ; waited += 50) {
-          if (registry.hasService(name, nodeID)) return true;
-          if (registry.nodes.get(nodeID)?.services?.length || waited >= 3000) return false;
+        for (let waited = 0; waited < 3000; waited += 50) {
+          if (registry.hasService(name, nodeID)) return "yes";
+          const node = registry.nodes.get(nodeID);
+          if (node?.available && node.services?.length) return "no";
           await new Promise(r => setTimeout(r, 50));
         }
+        return "unknown";
       },
       countOperation(action: string, outcome: string) {
         if (action === "shardExec" || !this.broker.isMetricsEnabled()) return;

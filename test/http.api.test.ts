@@ -7,7 +7,8 @@ import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
 import { SignJWT } from "jose";
 import { Errors, type Context, type ServiceBroker, type ServiceSchema } from "moleculer";
-import { processTasks, type HttpTask } from "../examples/http-worker";
+import { HttpQueueWorker } from "../lib/worker/http-queue-worker";
+import type { WorkerTask } from "../lib/worker/pull-worker";
 import { createApiService } from "../services/api.service";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
 import { apiPort, newJwtSecret, request, tokenFor, type HttpAnswer } from "./helpers/http-api";
@@ -116,7 +117,30 @@ function expectError(answer: HttpAnswer, status: number, type: string): any {
 const fieldsOf = (answer: HttpAnswer): string[] => (answer.json.data as { field: string }[]).map(d => d.field);
 
 describe("an external worker", () => {
-  test("processes tasks end to end: the example worker fetches, works and acks; results reach the workflow", async () => {
+  /** Runs an HttpQueueWorker on `serviceId` until `count` tasks have completed or failed. */
+  async function work(
+    serviceId: string,
+    token: string,
+    count: number,
+    handler: (value: any, task: WorkerTask) => unknown,
+  ): Promise<{ delivered: [string, number][]; completed: number; failed: number }> {
+    const tally = { delivered: [] as [string, number][], completed: 0, failed: 0 };
+    const worker = new HttpQueueWorker(
+      { baseUrl: `http://127.0.0.1:${apiPort(broker)}`, token, serviceId, workerId: "example-worker", wait: 1 },
+      handler,
+    );
+    worker.on("active", task => tally.delivered.push([task.id, task.attempt]));
+    worker.on("completed", () => tally.completed++);
+    worker.on("failed", () => tally.failed++);
+    try {
+      await waitFor(() => tally.completed + tally.failed >= count, 30_000);
+    } finally {
+      await worker.close();
+    }
+    return tally;
+  }
+
+  test("processes tasks end to end: HttpQueueWorker fetches, works and acks; results reach the workflow", async () => {
     const serviceId = randomUUID();
     const token = await tokenFor(secret, "owner-e2e", [serviceId]);
     for (let n = 1; n <= 5; n++) {
@@ -126,21 +150,12 @@ describe("an external worker", () => {
       });
       expect({ status: added.status, body: added.json }).toEqual({ status: 200, body: { ok: true } });
     }
-    const delivered: HttpTask[] = [];
-    const summary = await processTasks(
-      {
-        apiUrl: base,
-        token,
-        serviceId,
-        workerId: "example-worker",
-        maxTasks: 5,
-        minIdleMs: 10,
-        onDelivered: task => delivered.push(task),
-      },
-      value => ({ doubled: (value as { n: number }).n * 2 }),
-    );
-    expect(summary).toEqual({ processed: 5, failed: 0, leaseLost: 0 });
-    expect(delivered.map(t => [t.taskId, t.attempt])).toEqual([1, 2, 3, 4, 5].map(n => [`e2e-${n}`, 1]));
+    const tally = await work(serviceId, token, 5, value => ({ doubled: (value as { n: number }).n * 2 }));
+    expect(tally).toEqual({
+      completed: 5,
+      failed: 0,
+      delivered: [1, 2, 3, 4, 5].map(n => [`e2e-${n}`, 1]),
+    });
     await waitFor(() => completed.filter(c => (c.token as { process?: string }).process === "p").length === 5);
     const results = completed.filter(c => (c.token as { process?: string }).process === "p");
     expect(results.map(c => [(c.token as { n: number }).n, c.result]).sort()).toEqual(
@@ -150,18 +165,29 @@ describe("an external worker", () => {
     expect({ status: empty.status, text: empty.text }).toEqual({ status: 204, text: "" });
   });
 
-  test("a handler that throws acks the task with its error", async () => {
+  test("a handler that throws gives the task back with its error; after its attempts it is dead", async () => {
     const serviceId = randomUUID();
     const token = await tokenFor(secret, "owner-e2e", [serviceId]);
-    await request(route(serviceId, "add"), { token, body: { value: "boom", token: { process: "q" } } });
-    const summary = await processTasks({ apiUrl: base, token, serviceId, workerId: "w", maxTasks: 1 }, () => {
+    await request(route(serviceId, "add"), { token, body: { value: "boom", taskId: "boom", maxAttempts: 2 } });
+    const tally = await work(serviceId, token, 2, () => {
       throw new Error("cannot do it");
     });
-    expect(summary).toEqual({ processed: 0, failed: 1, leaseLost: 0 });
-    await waitFor(() => completed.some(c => (c.token as { process?: string }).process === "q"));
-    expect(completed.find(c => (c.token as { process?: string }).process === "q")?.error).toEqual({
-      message: "cannot do it",
+    expect(tally).toEqual({
+      completed: 0,
+      failed: 2,
+      delivered: [
+        ["boom", 1],
+        ["boom", 2],
+      ],
     });
+    const dead = await broker.call("worker.queue.dead", { serviceId }, { meta: { ownerId: "owner-e2e" } });
+    expect(dead).toEqual([
+      expect.objectContaining({
+        taskId: "boom",
+        reason: "MAX_ATTEMPTS",
+        error: { name: "Error", message: "cannot do it" },
+      }),
+    ]);
   });
 });
 
@@ -425,7 +451,12 @@ describe("routes", () => {
     expect(Object.keys(answer.json.paths).sort()).toEqual(
       [
         "/api/openapi.json",
+        "/api/queues",
         ...["ack", "add", "fetch", "release", "update"].map(op => `/api/queue/{serviceId}/${op}`),
+        // The operator console's routes.
+        ...["stats", "tasks", "tasks/{taskId}", "dead", "redrive", "cancel", "purge"].map(
+          op => `/api/queue/{serviceId}/${op}`,
+        ),
       ].sort(),
     );
     const fetchOp = answer.json.paths["/api/queue/{serviceId}/fetch"].post;

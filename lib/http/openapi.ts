@@ -1,5 +1,6 @@
 /**
- * The OpenAPI 3 description of the HTTP API for external workers, served at `GET <basePath>/openapi.json`.
+ * The OpenAPI 3 description of the HTTP API for external workers and the operator console, served
+ * at `GET <basePath>/openapi.json`.
  * Written by hand: it documents the contract of services/api.service.ts and must change with it.
  */
 
@@ -60,6 +61,27 @@ const taskId: Schema = {
   description: "The task the worker holds (X-Task-Id, decoded): the call then cannot apply to a newer task.",
 };
 
+/** The responses every console route can give besides its own (GETs have no body to refuse). */
+const readErrors: Schema = {
+  "401": errorRef("Unauthenticated"),
+  "403": errorRef("Forbidden"),
+  "422": errorRef("ValidationFailed"),
+  "503": errorRef("Unavailable"),
+};
+
+const integer = (description: string, extra: Schema = {}): Schema => ({ type: "integer", description, ...extra });
+
+const taskIdPath: Schema = {
+  name: "taskId",
+  in: "path",
+  required: true,
+  description: "The task's id (percent-encoded).",
+  schema: { type: "string", minLength: 1, maxLength: 256 },
+};
+
+/** The live states a task list can be narrowed to. */
+const LIST_STATES = ["waiting", "delayed", "leased", "handing-over", "dead"];
+
 export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<string, unknown> {
   const base = options.basePath ?? "/api";
   const bodyLimit = options.bodyLimit ?? 1024 * 1024;
@@ -75,7 +97,8 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
         "Pull-based access to worker.queue for workers outside the Moleculer cluster: fetch a task under a lease, " +
         "do the work, ack it. A task not acked before its lease ends goes to the next worker that fetches " +
         `(at-least-once). Request bodies are JSON objects of at most ${bodyLimit} bytes. ` +
-        "Errors are `{ type, message, data }`.",
+        "Errors are `{ type, message, data }`. The GET routes and redrive, cancel and purge serve the operator " +
+        "console (`/console`), which needs the same bearer token.",
     },
     security: [{ bearerAuth: [] }],
     paths: {
@@ -165,6 +188,124 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
           responses: {
             "200": jsonResponse("The task is back in the queue.", ref("Ok")),
             "409": errorRef("NoTaskOrLeaseLost"),
+            ...commonErrors,
+          },
+        },
+      },
+      [`${base}/queues`]: {
+        get: {
+          operationId: "listQueues",
+          summary: "The token owner's queues that the token covers, each with its stats",
+          description:
+            "Queues that saw an add within the retention. The list is one read of the owner's queue index; the " +
+            "counters come from the memory of the node serving each queue (no scan of the tasks).",
+          responses: {
+            "200": jsonResponse("The queues.", ref("QueueList")),
+            "401": errorRef("Unauthenticated"),
+            "503": errorRef("Unavailable"),
+          },
+        },
+      },
+      [`${base}/queue/{serviceId}/stats`]: {
+        get: {
+          operationId: "queueStats",
+          summary: "Counters of one queue, the workers holding its tasks, and its recent throughput",
+          parameters: [serviceIdParameter],
+          responses: { "200": jsonResponse("The queue's stats.", ref("QueueStats")), ...readErrors },
+        },
+      },
+      [`${base}/queue/{serviceId}/tasks`]: {
+        get: {
+          operationId: "listTasks",
+          summary: "Live tasks of the queue, oldest first, a page at a time (metadata only, no values)",
+          parameters: [
+            serviceIdParameter,
+            {
+              name: "state",
+              in: "query",
+              required: false,
+              description: "Only tasks in this state.",
+              schema: { type: "string", enum: LIST_STATES },
+            },
+            { name: "offset", in: "query", required: false, schema: { type: "integer", minimum: 0, default: 0 } },
+            {
+              name: "limit",
+              in: "query",
+              required: false,
+              schema: { type: "integer", minimum: 1, maximum: 1000, default: 50 },
+            },
+          ],
+          responses: { "200": jsonResponse("One page of tasks.", ref("TaskPage")), ...readErrors },
+        },
+      },
+      [`${base}/queue/{serviceId}/tasks/{taskId}`]: {
+        get: {
+          operationId: "inspectTask",
+          summary: "One task with its value, progress and last error (decrypted for its owner)",
+          parameters: [serviceIdParameter, taskIdPath],
+          responses: {
+            "200": jsonResponse("The task.", ref("TaskDetails")),
+            "404": jsonResponse(
+              "TASK_NOT_FOUND: the queue has no such task (or it is past its retention).",
+              ref("Error"),
+            ),
+            ...readErrors,
+          },
+        },
+      },
+      [`${base}/queue/{serviceId}/dead`]: {
+        get: {
+          operationId: "deadTasks",
+          summary: "The dead-letter list: tasks that used up their attempts, with their last error",
+          parameters: [
+            serviceIdParameter,
+            {
+              name: "limit",
+              in: "query",
+              required: false,
+              schema: { type: "integer", minimum: 1, maximum: 10000, default: 1000 },
+            },
+          ],
+          responses: { "200": jsonResponse("The dead tasks, oldest first.", ref("DeadList")), ...readErrors },
+        },
+      },
+      [queuePath("redrive")]: {
+        post: {
+          operationId: "redriveTasks",
+          summary: "Put dead tasks back in the queue with a fresh attempt count",
+          parameters: [serviceIdParameter],
+          requestBody: { ...jsonBody(ref("RedriveRequest")), required: false },
+          responses: {
+            "200": jsonResponse("How many tasks went back.", {
+              type: "object",
+              properties: { redriven: { type: "integer" } },
+            }),
+            ...commonErrors,
+          },
+        },
+      },
+      [queuePath("cancel")]: {
+        post: {
+          operationId: "cancelTask",
+          summary: "Cancel a task: a waiting one is never delivered, a running one is flagged to its worker",
+          parameters: [serviceIdParameter],
+          requestBody: jsonBody(ref("CancelRequest")),
+          responses: { "200": jsonResponse("The outcome.", ref("CancelResponse")), ...commonErrors },
+        },
+      },
+      [queuePath("purge")]: {
+        post: {
+          operationId: "purgeQueue",
+          summary: "Remove every waiting, delayed and dead task of the queue (running ones go on)",
+          description:
+            "Cannot be undone: `confirm` must repeat the serviceId, else 422 VALIDATION_ERROR (field confirm).",
+          parameters: [serviceIdParameter],
+          requestBody: jsonBody(ref("PurgeRequest")),
+          responses: {
+            "200": jsonResponse("How many tasks were removed.", {
+              type: "object",
+              properties: { purged: { type: "integer" } },
+            }),
             ...commonErrors,
           },
         },
@@ -265,6 +406,137 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
           },
         },
         Ok: { type: "object", properties: { ok: { type: "boolean", enum: [true] } } },
+        QueueStats: {
+          type: "object",
+          properties: {
+            ready: integer("Tasks waiting for a worker (delayed ones whose time has come included)."),
+            delayed: integer("Tasks waiting for their time."),
+            inFlight: integer("Tasks a worker holds under a lease."),
+            dead: integer("Tasks in the dead-letter list."),
+            handingOver: integer("Completed tasks whose result is being handed to the workflow."),
+            oldestWaitingMs: integer("Age of the oldest ready task, in ms (0 when none)."),
+            workers: {
+              type: "array",
+              items: {
+                type: "object",
+                properties: {
+                  workerId: { type: "string" },
+                  taskId: { type: "string" },
+                  leaseUntil: integer("End of the lease, ms since the Unix epoch."),
+                  attempt: { type: "integer" },
+                },
+              },
+            },
+            completedPer10s: {
+              type: "array",
+              items: { type: "integer" },
+              description: "Tasks completed per 10-second slot over the last 5 minutes, oldest first.",
+            },
+          },
+        },
+        QueueList: {
+          type: "object",
+          properties: {
+            queues: {
+              type: "array",
+              items: {
+                type: "object",
+                properties: {
+                  serviceId: { type: "string", format: "uuid" },
+                  seenAt: integer("Last add seen (to the hour), ms since the Unix epoch."),
+                  stats: ref("QueueStats"),
+                },
+              },
+            },
+          },
+        },
+        TaskStatus: {
+          type: "object",
+          properties: {
+            taskId: { type: "string" },
+            state: {
+              type: "string",
+              enum: [...LIST_STATES, "done", "cancelled", "unknown"],
+            },
+            attempt: integer("Deliveries so far."),
+            maxAttempts: integer("Deliveries before it is dead (0: unlimited)."),
+            worker: { type: "string", description: "The worker holding it (leased tasks)." },
+            leaseUntil: integer("End of the worker's lease, ms since the Unix epoch."),
+            notBefore: integer("Not offered before this time, ms since the Unix epoch."),
+            cancelled: { type: "boolean" },
+            reason: { type: "string", description: "Why it is dead." },
+            expiresAt: integer("End of its retention, ms since the Unix epoch."),
+          },
+        },
+        TaskPage: {
+          type: "object",
+          properties: {
+            total: integer("Tasks matching the filter, all pages."),
+            tasks: { type: "array", items: ref("TaskStatus") },
+          },
+        },
+        TaskDetails: {
+          allOf: [
+            ref("TaskStatus"),
+            {
+              type: "object",
+              properties: {
+                value: { description: "The task's value." },
+                progress: { description: "The last progress its worker reported." },
+                error: { description: "The last error (a release's or a failed ack's)." },
+              },
+            },
+          ],
+        },
+        DeadList: {
+          type: "object",
+          properties: {
+            tasks: {
+              type: "array",
+              items: {
+                type: "object",
+                properties: {
+                  taskId: { type: "string" },
+                  attempt: { type: "integer" },
+                  reason: { type: "string" },
+                  error: { description: "The last error." },
+                  expiresAt: { type: "integer" },
+                },
+              },
+            },
+          },
+        },
+        RedriveRequest: {
+          type: "object",
+          properties: {
+            taskIds: {
+              type: "array",
+              items: { type: "string" },
+              description: "The dead tasks to redrive; all of them when absent.",
+            },
+          },
+        },
+        CancelRequest: {
+          type: "object",
+          required: ["taskId"],
+          properties: { taskId: { type: "string", minLength: 1, maxLength: 256 } },
+        },
+        CancelResponse: {
+          type: "object",
+          properties: {
+            ok: { type: "boolean", description: "false: the task had ended, was handing over, or is unknown." },
+            state: {
+              type: "string",
+              description: "`cancelled`, or `leased` for a running task now flagged to its worker.",
+            },
+            taskId: { type: "string" },
+          },
+        },
+        PurgeRequest: {
+          type: "object",
+          required: ["confirm"],
+          properties: { confirm: { type: "string", description: "The queue's serviceId, repeated." } },
+        },
         Error: {
           type: "object",
           required: ["type", "message"],

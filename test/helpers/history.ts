@@ -26,6 +26,8 @@ export class History {
   private readonly added = new Set<string>();
   private readonly deliveries = new Map<string, Delivery[]>();
   private readonly acks = new Map<string, { worker: string; at: number }[]>();
+  /** When a worker gave an attempt back (release), by `taskId attempt`: its lease ended then. */
+  private readonly releases = new Map<string, number>();
 
   add(taskId: string): void {
     this.added.add(taskId);
@@ -41,6 +43,11 @@ export class History {
     const list = this.acks.get(taskId) ?? [];
     list.push({ worker, at: Date.now() });
     this.acks.set(taskId, list);
+  }
+
+  /** The worker gave attempt `attempt` of the task back (release): its lease ended at `at`. */
+  release(taskId: string, attempt: number, at = Date.now()): void {
+    this.releases.set(`${taskId} ${attempt}`, at);
   }
 
   verdict(): Verdict {
@@ -70,8 +77,9 @@ export class History {
         const prev = attempts[i - 1]!;
         const next = attempts[i]!;
         const claimedAt = next.leaseUntil - next.timeToRecoverMs;
+        const prevEnd = Math.min(prev.leaseUntil, this.releases.get(`${id} ${prev.attempt}`) ?? Infinity);
         // A new holder before the previous lease ran out, unless the previous holder was the same worker.
-        if (next.worker !== prev.worker && claimedAt < prev.leaseUntil) duplicated = true;
+        if (next.worker !== prev.worker && claimedAt < prevEnd) duplicated = true;
       }
       if (duplicated) v.duplicatedWhileLeased.push(id);
       const firstAck = acks.length > 0 ? Math.min(...acks.map(a => a.at)) : Infinity;
