@@ -27,7 +27,7 @@ function report(name: string, samples: number[]): void {
   const s = [...samples].sort((a, b) => a - b);
   const mean = s.reduce((a, b) => a + b, 0) / s.length;
   console.log(
-    `${name.padEnd(26)} n=${String(s.length).padStart(6)}  p50 ${percentile(s, 50).toFixed(2)} ms  p99 ${percentile(s, 99).toFixed(2)} ms  mean ${mean.toFixed(2)} ms`,
+    `${name.padEnd(26)} n=${String(s.length).padStart(6)}  p50 ${percentile(s, 50).toFixed(3)} ms  p99 ${percentile(s, 99).toFixed(3)} ms  mean ${mean.toFixed(3)} ms`,
   );
 }
 
@@ -66,14 +66,15 @@ async function latencies(broker: ServiceBroker, print: boolean): Promise<void> {
   report("ack", ack);
 }
 
-/** Producers and workers run together for SECONDS; counts tasks fetched and acked. */
-async function throughput(broker: ServiceBroker, workers: number): Promise<void> {
-  const serviceId = randomUUID();
+/** Producers and workers run together for SECONDS on `queues` queues; counts tasks fetched and acked. */
+async function throughput(broker: ServiceBroker, workers: number, queues = 1): Promise<void> {
+  const serviceIds = Array.from({ length: queues }, () => randomUUID());
   const until = Date.now() + SECONDS * 1000;
   let added = 0;
   let done = 0;
   const latency: number[] = [];
-  const producers = Array.from({ length: Math.max(1, Math.ceil(workers / 2)) }, async () => {
+  const producers = Array.from({ length: Math.max(1, Math.ceil(workers / 2)) }, async (_, p) => {
+    const serviceId = serviceIds[p % queues]!;
     while (Date.now() < until) {
       if (added - done > workers * 20) {
         await new Promise(r => setTimeout(r, 1));
@@ -85,6 +86,7 @@ async function throughput(broker: ServiceBroker, workers: number): Promise<void>
   });
   const consumers = Array.from({ length: workers }, async (_, w) => {
     const workerId = `tp-${w}`;
+    const serviceId = serviceIds[w % queues]!;
     while (Date.now() < until) {
       const t0 = performance.now();
       const v = await broker.call("worker.queue.fetch", { serviceId, workerId }, opts);
@@ -102,7 +104,7 @@ async function throughput(broker: ServiceBroker, workers: number): Promise<void>
   const secs = (Date.now() - t0) / 1000;
   const s = [...latency].sort((a, b) => a - b);
   console.log(
-    `${String(workers).padStart(2)} workers: ${(done / secs).toFixed(0).padStart(6)} tasks/s done, ${(added / secs).toFixed(0)} adds/s; fetch+ack p50 ${percentile(s, 50).toFixed(2)} ms p99 ${percentile(s, 99).toFixed(2)} ms`,
+    `${String(workers).padStart(2)} workers on ${queues} queue${queues > 1 ? "s" : ""}: ${(done / secs).toFixed(0).padStart(6)} tasks/s done, ${(added / secs).toFixed(0)} adds/s; fetch+ack p50 ${percentile(s, 50).toFixed(2)} ms p99 ${percentile(s, 99).toFixed(2)} ms`,
   );
 }
 
@@ -136,6 +138,7 @@ async function main(): Promise<void> {
     await latencies(broker, true);
     console.log(`\nend-to-end throughput, ${SECONDS} s each (producers and workers on one queue):`);
     for (const w of [1, 8, 32]) await throughput(broker, w);
+    await throughput(broker, 32, 4);
   } finally {
     await broker.stop();
     await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`);
