@@ -6,22 +6,13 @@
  *   npm run bench                      # starts a local Cassandra unless CASSANDRA_CONTACT_POINTS is set
  *   BENCH_TASKS=5000 BENCH_SECONDS=10 npm run bench
  */
-import { randomBytes, randomUUID } from "node:crypto";
-import os from "node:os";
-import { ServiceBroker } from "moleculer";
-import { ensureCassandra } from "../lib/cassandra/launcher";
-import { connectCassandra } from "../lib/cassandra/client";
-import { createKeysService } from "../services/keys.service";
-import { createQueueService } from "../services/queue.service";
+import { randomUUID } from "node:crypto";
+import type { ServiceBroker } from "moleculer";
+import { meta, percentile, startBenchNode, value } from "./harness";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 2000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
-const opts = { meta: { ownerId: "bench-owner" } };
-const value = { payload: randomBytes(384).toString("base64"), n: 0 };
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
+const opts = { meta };
 
 function report(name: string, samples: number[]): void {
   const s = [...samples].sort((a, b) => a - b);
@@ -109,27 +100,9 @@ async function throughput(broker: ServiceBroker, workers: number, queues = 1): P
 }
 
 async function main(): Promise<void> {
-  const cassandra = await ensureCassandra({ reuseIfRunning: true });
-  const client = await connectCassandra({
-    contactPoints: cassandra.contactPoints,
-    localDataCenter: cassandra.localDataCenter,
-  });
-  const keyspace = `bench_${randomBytes(4).toString("hex")}`;
-  const broker = new ServiceBroker({ nodeID: "bench", logger: false });
-  broker.createService(
-    createKeysService({
-      client,
-      keyspace,
-      replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
-      masterKey: randomBytes(32).toString("base64"),
-    }) as never,
-  );
-  broker.createService(createQueueService({ client, engine: { keyspace } }));
+  const node = await startBenchNode("queue");
+  const { broker } = node;
   try {
-    await broker.start();
-    console.log(
-      `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; node ${process.version}; Cassandra at ${cassandra.contactPoints.join(",")}`,
-    );
     console.log(`warming up…`);
     await latencies(broker, false);
     console.log(
@@ -140,10 +113,7 @@ async function main(): Promise<void> {
     for (const w of [1, 8, 32]) await throughput(broker, w);
     await throughput(broker, 32, 4);
   } finally {
-    await broker.stop();
-    await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`);
-    await client.shutdown();
-    await cassandra.stop();
+    await node.stop();
   }
 }
 

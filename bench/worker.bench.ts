@@ -8,23 +8,14 @@
  *   npm run bench:worker               # starts a local Cassandra unless CASSANDRA_CONTACT_POINTS is set
  *   BENCH_SECONDS=10 npm run bench:worker
  */
-import { randomBytes, randomUUID } from "node:crypto";
-import os from "node:os";
-import { ServiceBroker } from "moleculer";
-import { connectCassandra } from "../lib/cassandra/client";
-import { ensureCassandra } from "../lib/cassandra/launcher";
-import { mintAccessToken } from "../lib/http/access-token";
+import { randomUUID } from "node:crypto";
+import type { ServiceBroker } from "moleculer";
 import { HttpQueueWorker } from "../lib/worker/http-queue-worker";
 import type { PullWorker } from "../lib/worker/pull-worker";
 import { QueueWorker } from "../lib/worker/queue-worker";
-import { createApiService } from "../services/api.service";
-import { createKeysService } from "../services/keys.service";
-import { createQueueService } from "../services/queue.service";
+import { brokerRoundTrip, httpRoundTrip, meta, startBenchNode, value, type RoundTrip } from "./harness";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const OWNER = "bench-owner";
-const meta = { ownerId: OWNER };
-const value = { payload: randomBytes(384).toString("base64"), n: 0 };
 
 /** Starts consumers on a queue; `done` is called once per acked task. Returns how to stop them. */
 type Consumers = (serviceId: string, concurrency: number, done: () => void) => () => Promise<void>;
@@ -32,7 +23,7 @@ type Consumers = (serviceId: string, concurrency: number, done: () => void) => (
 const idle = () => new Promise(r => setTimeout(r, 1));
 
 /** `concurrency` loops of one fetch + one ack each, polling again after 1 ms when the queue is empty. */
-function rawLoops(roundTrip: (serviceId: string, workerId: string) => Promise<boolean>): Consumers {
+function rawLoops(roundTrip: RoundTrip): Consumers {
   return (serviceId, concurrency, done) => {
     let stopped = false;
     const loops = Array.from({ length: concurrency }, async (_, i) => {
@@ -45,42 +36,6 @@ function rawLoops(roundTrip: (serviceId: string, workerId: string) => Promise<bo
       stopped = true;
       await Promise.all(loops);
     };
-  };
-}
-
-function brokerRoundTrip(broker: ServiceBroker) {
-  return async (serviceId: string, workerId: string): Promise<boolean> => {
-    const task = await broker.call<{ taskId: string } | null, object>(
-      "worker.queue.fetchTask",
-      { serviceId, workerId },
-      { meta },
-    );
-    if (task === null) return false;
-    await broker.call("worker.queue.ackTask", { serviceId, workerId, taskId: task.taskId, result: true }, { meta });
-    return true;
-  };
-}
-
-function httpRoundTrip(apiUrl: string, token: string) {
-  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
-  return async (serviceId: string, workerId: string): Promise<boolean> => {
-    const fetched = await fetch(`${apiUrl}/queue/${serviceId}/fetch`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({ workerId }),
-    });
-    if (fetched.status === 204) return false;
-    if (fetched.status !== 200) throw new Error(`fetch answered ${fetched.status}: ${await fetched.text()}`);
-    await fetched.json();
-    const taskId = decodeURIComponent(fetched.headers.get("x-task-id") ?? "");
-    const acked = await fetch(`${apiUrl}/queue/${serviceId}/ack`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({ workerId, taskId, result: true }),
-    });
-    if (acked.status !== 200) throw new Error(`ack answered ${acked.status}: ${await acked.text()}`);
-    await acked.arrayBuffer();
-    return true;
   };
 }
 
@@ -122,29 +77,10 @@ async function throughput(broker: ServiceBroker, consumers: Consumers, concurren
 }
 
 async function main(): Promise<void> {
-  const cassandra = await ensureCassandra({ reuseIfRunning: true });
-  const client = await connectCassandra({
-    contactPoints: cassandra.contactPoints,
-    localDataCenter: cassandra.localDataCenter,
-  });
-  const keyspace = `bench_worker_${randomBytes(4).toString("hex")}`;
-  const secret = randomBytes(32).toString("base64");
-  const broker = new ServiceBroker({ nodeID: "bench-worker", logger: false });
-  broker.createService(
-    createKeysService({
-      client,
-      keyspace,
-      replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
-      masterKey: randomBytes(32).toString("base64"),
-    }) as never,
-  );
-  broker.createService(createQueueService({ client, engine: { keyspace } }));
-  broker.createService(createApiService({ port: 0, ip: "127.0.0.1", jwt: { secret } }));
+  const node = await startBenchNode("worker", true);
+  const { broker } = node;
+  const { baseUrl, token } = node.api!;
   try {
-    await broker.start();
-    const port = (broker.getLocalService("api")?.settings as { port: number }).port;
-    const baseUrl = `http://127.0.0.1:${port}`;
-    const token = await mintAccessToken({ secret, ownerId: OWNER, services: "*" });
     const modes: [string, Consumers][] = [
       ["broker.call fetch+ack loops", rawLoops(brokerRoundTrip(broker))],
       [
@@ -163,10 +99,6 @@ async function main(): Promise<void> {
         ),
       ],
     ];
-    console.log(
-      `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ` +
-        `load ${os.loadavg()[0]!.toFixed(2)}; node ${process.version}; Cassandra at ${cassandra.contactPoints.join(",")}`,
-    );
     console.log("warming up…");
     for (const [, consumers] of modes) await throughput(broker, consumers, 8);
     console.log(
@@ -181,10 +113,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    await broker.stop();
-    await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`);
-    await client.shutdown();
-    await cassandra.stop();
+    await node.stop();
   }
 }
 

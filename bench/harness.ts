@@ -1,0 +1,120 @@
+/**
+ * What the benchmarks share: a broker with the keys service (encryption included), the queue and,
+ * when asked, the HTTP gateway, against a real Cassandra (started unless CASSANDRA_CONTACT_POINTS is
+ * set); the sample value; percentiles; and one worker's fetch + ack over HTTP or broker.call.
+ */
+import { randomBytes } from "node:crypto";
+import os from "node:os";
+import { ServiceBroker } from "moleculer";
+import { connectCassandra } from "../lib/cassandra/client";
+import { ensureCassandra } from "../lib/cassandra/launcher";
+import { mintAccessToken } from "../lib/http/access-token";
+import { createApiService } from "../services/api.service";
+import { createKeysService } from "../services/keys.service";
+import { createQueueService } from "../services/queue.service";
+
+export const OWNER = "bench-owner";
+export const meta = { ownerId: OWNER };
+/** A 532-byte JSON value once serialized. */
+export const value = { payload: randomBytes(384).toString("base64"), n: 0 };
+
+/** One worker's fetch + ack; false when the queue was empty. */
+export type RoundTrip = (serviceId: string, workerId: string) => Promise<boolean>;
+
+export interface BenchNode {
+  broker: ServiceBroker;
+  /** Set when started with the gateway. */
+  api?: { baseUrl: string; token: string };
+  stop(): Promise<void>;
+}
+
+export async function startBenchNode(name: string, withApi = false): Promise<BenchNode> {
+  const cassandra = await ensureCassandra({ reuseIfRunning: true });
+  const client = await connectCassandra({
+    contactPoints: cassandra.contactPoints,
+    localDataCenter: cassandra.localDataCenter,
+  });
+  const keyspace = `bench_${name.replace(/\W/g, "_")}_${randomBytes(4).toString("hex")}`;
+  const secret = randomBytes(32).toString("base64");
+  const broker = new ServiceBroker({ nodeID: `bench-${name}`, logger: false });
+  broker.createService(
+    createKeysService({
+      client,
+      keyspace,
+      replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+      masterKey: randomBytes(32).toString("base64"),
+    }) as never,
+  );
+  broker.createService(createQueueService({ client, engine: { keyspace } }));
+  if (withApi) broker.createService(createApiService({ port: 0, ip: "127.0.0.1", jwt: { secret } }));
+  const stop = async () => {
+    await broker.stop();
+    await client.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`);
+    await client.shutdown();
+    await cassandra.stop();
+  };
+  try {
+    await broker.start();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  let api: BenchNode["api"];
+  if (withApi) {
+    const port = (broker.getLocalService("api")?.settings as { port: number }).port;
+    api = {
+      baseUrl: `http://127.0.0.1:${port}`,
+      token: await mintAccessToken({ secret, ownerId: OWNER, services: "*" }),
+    };
+  }
+  console.log(
+    `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ` +
+      `load ${os.loadavg()[0]!.toFixed(2)}; node ${process.version}; Cassandra at ${cassandra.contactPoints.join(",")}`,
+  );
+  return { broker, api, stop };
+}
+
+export function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+export function brokerRoundTrip(broker: ServiceBroker): RoundTrip {
+  return async (serviceId, workerId) => {
+    const task = await broker.call<{ taskId: string } | null, object>(
+      "worker.queue.fetchTask",
+      { serviceId, workerId },
+      { meta },
+    );
+    if (task === null) return false;
+    const outcome = await broker.call<{ ok: boolean }, object>(
+      "worker.queue.ackTask",
+      { serviceId, workerId, taskId: task.taskId, result: true },
+      { meta },
+    );
+    if (!outcome.ok) throw new Error(`ack refused: ${JSON.stringify(outcome)}`);
+    return true;
+  };
+}
+
+export function httpRoundTrip(apiUrl: string, token: string): RoundTrip {
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+  return async (serviceId, workerId) => {
+    const fetched = await fetch(`${apiUrl}/queue/${serviceId}/fetch`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ workerId }),
+    });
+    if (fetched.status === 204) return false;
+    if (fetched.status !== 200) throw new Error(`fetch answered ${fetched.status}: ${await fetched.text()}`);
+    await fetched.json();
+    const taskId = decodeURIComponent(fetched.headers.get("x-task-id") ?? "");
+    const acked = await fetch(`${apiUrl}/queue/${serviceId}/ack`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ workerId, taskId, result: true }),
+    });
+    if (acked.status !== 200) throw new Error(`ack answered ${acked.status}: ${await acked.text()}`);
+    await acked.arrayBuffer();
+    return true;
+  };
+}
