@@ -400,7 +400,16 @@ export class QueueEngine {
       }
       const target = await this.resolveOwner(queue);
       if (target === this.cluster.nodeId) {
-        const got = await this.acquire(queue);
+        let got: Owned | { owner: string };
+        try {
+          got = await this.acquire(queue);
+        } catch (err) {
+          // A takeover that lost a race with another one: look again who owns the queue.
+          if (!(err instanceof OwnershipLostError)) throw err;
+          lastError = err;
+          this.routes.delete(queue);
+          continue;
+        }
         if ("owner" in got) {
           this.routes.set(queue, got.owner);
           continue;

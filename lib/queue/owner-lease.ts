@@ -3,6 +3,7 @@
  * up to date. Every change of the row (renewal, bucket list, release) is an LWT conditioned on the
  * range, run one at a time, so the row never goes back to an older bucket list.
  */
+import { OwnershipLostError } from "../errors";
 import type { BucketRef, OwnerRow, QueueStore } from "./store";
 
 export function bucketKey(ref: BucketRef): string {
@@ -42,12 +43,12 @@ export class OwnerLease {
   /** Applies `change` to the row with an LWT; throws when the range is no longer ours. */
   private update(change: (row: OwnerRow) => OwnerRow): Promise<void> {
     const next = this.chain.then(async () => {
-      if (this.lostReason) throw new Error(this.lostReason);
+      if (this.lostReason) throw new OwnershipLostError(this.queue, this.lostReason);
       const wanted = change({ ...this.row, buckets: [...this.row.buckets] });
       const applied = await this.store.updateOwner(this.queue, this.row, wanted);
       if (!applied) {
         this.markLost("taken over by another node");
-        throw new Error(this.lostReason ?? "taken over");
+        throw new OwnershipLostError(this.queue, this.lostReason ?? "taken over");
       }
       this.row = wanted;
     });

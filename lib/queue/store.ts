@@ -4,6 +4,7 @@
  */
 import { types, type Client } from "cassandra-driver";
 import type { Sealed } from "../codec";
+import { OwnershipLostError } from "../errors";
 import { EventKind, type LogEvent } from "./task";
 
 const { consistencies } = types;
@@ -204,7 +205,7 @@ export class QueueStore {
       );
       if (ins.wasApplied()) return;
     }
-    throw new Error(`could not seal ${queue} ${ref.range}/${ref.bucket}`);
+    throw new OwnershipLostError(queue, `could not seal log partition ${ref.range}/${ref.bucket}`);
   }
 
   /**

@@ -3,6 +3,7 @@
  * to, read them, carry the live tasks into a partition of our own range, retire the old ones.
  * The argument for why this loses nothing is in docs/ARCHITECTURE.md ("Ownership").
  */
+import { OwnershipLostError } from "../errors";
 import { EventLog } from "./event-log";
 import type { QueueEngineOptions } from "./options";
 import { bucketKey, OwnerLease } from "./owner-lease";
@@ -61,7 +62,9 @@ export async function takeOver(queue: string, deps: TakeoverDeps): Promise<Takeo
   const lease = new OwnerLease(store, queue, row, options.ownerLeaseMs);
   const first: BucketRef = { range: row.rangeId, bucket: 0 };
   await lease.addBucket(first);
-  if (!(await store.createBucket(queue, first))) throw new Error("own first partition exists already");
+  if (!(await store.createBucket(queue, first))) {
+    throw new OwnershipLostError(queue, "our first log partition exists already: another takeover raced us");
+  }
 
   const log = new EventLog(
     store,
