@@ -565,11 +565,10 @@ export class QueueShard {
     const t = await this.heldBy(worker, taskId);
     if (!("seq" in t)) return t;
     let result = t.cancelled ? t.result : undefined;
-    if (t.token !== undefined && !t.cancelled) {
-      // Sealing is async; if the task changed hands meanwhile, this ack is for a lost lease.
-      result = await sealResult(t);
-      if (this.byWorker.get(worker) !== t) return { ok: false, reason: "LEASE_LOST", taskId: t.id };
-    }
+    if (t.token !== undefined && !t.cancelled) result = await sealResult(t);
+    // Every await above (even heldBy's own) lets other calls run: if the task changed hands
+    // meanwhile, this ack is for a lost lease. Checked right before the change, synchronously.
+    if (this.byWorker.get(worker) !== t) return { ok: false, reason: "LEASE_LOST", taskId: t.id };
     const as: PublicState = t.cancelled ? "cancelled" : "done";
     this.end(t, result, as);
     remember(this.lastAcked, worker, t.id);
