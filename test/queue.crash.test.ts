@@ -11,7 +11,8 @@
  *       straight to it (queued while it is frozen, and sent right after it wakes). It must hand
  *       out nothing on its own and must abandon the queue.
  * The history checker must find no lost task, no task held by two workers at once, no delivery
- * after a successful ack, no task completed twice.
+ * after a successful ack, no task completed twice; re-fetches inside a lease must give the held
+ * task (G3), and an ack must not answer ok once another worker got a later attempt (G4).
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
@@ -89,6 +90,35 @@ async function readOwner(queue: string): Promise<OwnerRow | null> {
   return { node: (row["node"] as string | null) ?? "", rangeId: Number(row["range_id"]) };
 }
 
+/**
+ * For diagnosis: every event of the given tasks in the queue's log partitions (retired ones too,
+ * they are only dropped from queue_owner.buckets), in log order, as one line each.
+ */
+async function taskEvents(queue: string, taskIds: string[]): Promise<string[]> {
+  const wanted = new Set(taskIds);
+  const parts = await client.execute(`SELECT DISTINCT queue, range_id, bucket FROM ${keyspace}.queue_log`);
+  const mine = parts.rows
+    .filter(r => r["queue"] === queue)
+    .map(r => ({ range: r["range_id"], bucket: r["bucket"] as number }))
+    .sort((a, b) => Number(a.range) - Number(b.range) || a.bucket - b.bucket);
+  const out: string[] = [];
+  for (const part of mine) {
+    const rs = await client.execute(
+      `SELECT * FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`,
+      [queue, part.range, part.bucket],
+      { prepare: true, fetchSize: 5000 },
+    );
+    for (const row of rs.rows) {
+      if (row["task_id"] === null || !wanted.has(row["task_id"] as string)) continue;
+      const fields = Object.entries(row)
+        .filter(([k, v]) => v !== null && !["queue", "value", "wf_token", "result", "key_id", "sealed"].includes(k))
+        .map(([k, v]) => `${k}=${String(v)}`);
+      out.push(`[${part.range}/${part.bucket}] ${fields.join(" ")}`);
+    }
+  }
+  return out;
+}
+
 /** Starts the nodes and a client broker in a fresh namespace; waits until the client sees every node's queue service. */
 async function startCluster(prefix: string): Promise<{ nodes: QueueNodeProcess[]; broker: ServiceBroker }> {
   const namespace = uniqueNamespace(prefix);
@@ -117,8 +147,8 @@ async function startCluster(prefix: string): Promise<{ nodes: QueueNodeProcess[]
       }),
     20_000,
   );
-  // ... and until every node sees every other one (else they take the queue from one another at first).
-  const t0 = Date.now();
+  // ... and until every node sees every other one: nodes that do not see each other yet take the
+  // queue from one another at first (safe, but slow: ownership ping-pongs between them).
   await waitFor(
     "every node sees every other node",
     async () => {
@@ -135,7 +165,6 @@ async function startCluster(prefix: string): Promise<{ nodes: QueueNodeProcess[]
     },
     20_000,
   );
-  process.stderr.write(`mesh complete after ${Date.now() - t0} ms\n`);
   return { nodes, broker };
 }
 
@@ -154,22 +183,8 @@ interface AckResult {
 
 const RETRY_NAMES = new Set(["RequestTimeoutError", "ServiceNotAvailableError", "RequestRejectedError"]);
 
-/**
- * QUEUE_CRASH_RETRY_KNOWN_BUGS=1 also retries two non-retryable errors that are bugs of the queue
- * (reported, see the file's history): the plain `Error: taken over by another node` a takeover that
- * loses a race lets through (lib/queue/owner-lease.ts), and the ACCESS_DENIED "only queue nodes
- * forward requests" a node answers to a forward from a peer it has marked disconnected
- * (services/queue.service.ts isQueueNode). Off by default: a real client does not retry those. With
- * it on, the scenarios still check G1-G4 past these bugs; such retries are counted in the summary.
- */
-const RETRY_KNOWN_BUGS = process.env.QUEUE_CRASH_RETRY_KNOWN_BUGS === "1";
-
 function isRetryable(err: unknown): boolean {
-  const e = err as { retryable?: boolean; name?: string; message?: string; type?: string; data?: { reason?: string } };
-  if (RETRY_KNOWN_BUGS) {
-    if (e?.retryable === undefined && e?.message === "taken over by another node") return true;
-    if (e?.type === "ACCESS_DENIED" && e.data?.reason === "only queue nodes forward requests") return true;
-  }
+  const e = err as { retryable?: boolean; name?: string };
   return e?.retryable === true || RETRY_NAMES.has(e?.name ?? "");
 }
 
@@ -196,6 +211,58 @@ class Scenario {
   callsToOwner = 0;
   callsToOthers = 0;
   abandoned = 0;
+  refetches = 0;
+  /** G3 violations: a re-fetch inside the lease that did not give the held task. */
+  readonly unstableFetches: string[] = [];
+  readonly refetchAfterExpiry = new Map<string, number>();
+  /** Client-side record of every delivery: worker, attempt, lease end, when, through which node. */
+  private readonly deliveries = new Map<string, string[]>();
+
+  deliveriesOf(taskId: string): string[] {
+    return this.deliveries.get(taskId) ?? [];
+  }
+
+  private readonly attempts = new Map<string, { worker: string; attempt: number }[]>();
+  private readonly okAcks: { taskId: string; worker: string }[] = [];
+
+  /** Records a delivery in the history and in the client-side log. */
+  delivered(workerId: string, t: Fetched, ttr: number, via: string): void {
+    const at = Date.now();
+    this.history.deliver({ worker: workerId, ...t, timeToRecoverMs: ttr * 1000, at });
+    const list = this.deliveries.get(t.taskId) ?? [];
+    list.push(`${workerId}#${t.attempt} until ${t.leaseUntil} at ${at} via ${via}`);
+    this.deliveries.set(t.taskId, list);
+    const attempts = this.attempts.get(t.taskId) ?? [];
+    attempts.push({ worker: workerId, attempt: t.attempt });
+    this.attempts.set(t.taskId, attempts);
+  }
+
+  /** An ack that answered ok: true. */
+  recordAck(taskId: string, workerId: string): void {
+    this.history.ack(taskId, workerId);
+    this.acked.add(taskId);
+    this.okAcks.push({ taskId, worker: workerId });
+  }
+
+  /**
+   * G4 (which the history checker does not see): an ack that answered ok although a later attempt
+   * of the task had been delivered to another worker. A successful ack ends the task, so a later
+   * attempt can only have been claimed before the ack ran: the acking worker was no longer the holder.
+   */
+  ackedByNonHolder(): string[] {
+    const out: string[] = [];
+    for (const { taskId, worker } of this.okAcks) {
+      const all = this.attempts.get(taskId) ?? [];
+      const mine = Math.max(-1, ...all.filter(d => d.worker === worker).map(d => d.attempt));
+      const later = all.filter(d => d.worker !== worker && d.attempt > mine);
+      if (later.length > 0) {
+        out.push(
+          `${taskId}: ack by ${worker} (attempt ${mine}) answered ok after attempt ${later.map(d => `${d.attempt} went to ${d.worker}`).join(", ")}`,
+        );
+      }
+    }
+    return out;
+  }
   private stopWatch = false;
   private watching: Promise<void> = Promise.resolve();
   readonly started = Date.now();
@@ -273,10 +340,11 @@ class Scenario {
     action: string,
     params: object,
     target: (attempt: number) => string,
-    options: { timeout?: number } = {},
+    options: { timeout?: number; via?: { node: string } } = {},
   ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const nodeID = target(attempt);
+      if (options.via) options.via.node = `${nodeID}(try ${attempt + 1})`;
       if (nodeID === this.currentOwner) this.callsToOwner++;
       else this.callsToOthers++;
       try {
@@ -328,7 +396,10 @@ class Scenario {
     }
   }
 
-  /** Fetch + ack with taskId, abandoning tasks whose n % 40 === 7 on their first attempt. */
+  /**
+   * Fetch + ack with taskId, abandoning tasks whose n % 40 === 7 on their first attempt, and
+   * re-fetching before the ack when n % 10 === 3 (G3: the same task and attempt while the lease runs).
+   */
   async work(w: number): Promise<void> {
     const ttr = w % 2 === 0 ? 1 : 2;
     let generation = 0;
@@ -337,16 +408,18 @@ class Scenario {
     try {
       while (!this.finished) {
         const workerId = `w${w}-g${generation}`;
+        const via = { node: "" };
         const task = await this.call<Fetched | null>(
           "worker.queue.fetchTask",
           { serviceId: this.serviceId, workerId, timeToRecover: ttr },
           a => this.pick(w + calls++ + a),
+          { via },
         );
         if (!task) {
           await sleep(20);
           continue;
         }
-        this.history.deliver({ worker: workerId, ...task, timeToRecoverMs: ttr * 1000, at: Date.now() });
+        this.delivered(workerId, task, ttr, via.node);
         if (task.value.n % 40 === 7 && task.attempt === 1) {
           // This worker "crashes" holding the task: it comes back under a new identity, and its old
           // identity tries to ack once the lease has run out (it must not complete a newer delivery).
@@ -356,14 +429,34 @@ class Scenario {
           continue;
         }
         await sleep(task.value.n % 10); // the work
+        let held = task;
+        if (task.value.n % 10 === 3) {
+          const again = await this.call<Fetched | null>(
+            "worker.queue.fetchTask",
+            { serviceId: this.serviceId, workerId, timeToRecover: ttr },
+            a => this.pick(w + calls++ + a),
+            { via },
+          );
+          const answeredAt = Date.now();
+          this.refetches++;
+          if (again) this.delivered(workerId, again, ttr, `${via.node} (re-fetch)`);
+          if (!again || again.taskId !== task.taskId || again.attempt !== task.attempt) {
+            // Fine if the lease may have run out before the owner saw the re-fetch (it can be held up
+            // by a takeover); not if the answer came back while the lease was still running.
+            const what = `${workerId} held ${task.taskId}#${task.attempt} until ${task.leaseUntil}, re-fetch answered at ${answeredAt}: ${again ? `${again.taskId}#${again.attempt}` : "null"}`;
+            if (answeredAt < task.leaseUntil - 50) this.unstableFetches.push(what);
+            else this.count(this.refetchAfterExpiry, again ? "another task or attempt" : "null");
+          }
+          if (!again) continue;
+          held = again;
+        }
         const res = await this.call<AckResult>(
           "worker.queue.ackTask",
-          { serviceId: this.serviceId, workerId, taskId: task.taskId, result: task.value.n },
+          { serviceId: this.serviceId, workerId, taskId: held.taskId, result: held.value.n },
           a => this.pick(w + calls++ + a),
         );
         if (res.ok) {
-          this.history.ack(task.taskId, workerId);
-          this.acked.add(task.taskId);
+          this.recordAck(held.taskId, workerId);
         } else {
           this.count(this.refusedAcks, res.reason ?? "?");
         }
@@ -384,8 +477,7 @@ class Scenario {
       );
       this.count(this.lateAcks, res.ok ? "ok" : (res.reason ?? "?"));
       if (res.ok) {
-        this.history.ack(task.taskId, workerId);
-        this.acked.add(task.taskId);
+        this.recordAck(task.taskId, workerId);
       }
     } catch (err) {
       this.fail(`late ack ${workerId}: ${describe_(err)}`);
@@ -401,6 +493,10 @@ class Scenario {
         acked: this.acked.size,
         verdict: { ...v, lost: v.lost.slice(0, 20) },
         abandoned: this.abandoned,
+        refetches: this.refetches,
+        refetchAfterExpiry: Object.fromEntries(this.refetchAfterExpiry),
+        unstableFetches: this.unstableFetches.slice(0, 10),
+        ackedByNonHolder: this.ackedByNonHolder().slice(0, 10),
         lateAcks: Object.fromEntries(this.lateAcks),
         refusedAcks: Object.fromEntries(this.refusedAcks),
         retriedErrors: Object.fromEntries(this.retriedErrors),
@@ -444,6 +540,23 @@ class Scenario {
     const v = this.history.verdict();
     const summary = this.summary();
     if (v.lost.length > 0 || this.errors.length > 0) process.stderr.write(`scenario summary: ${summary}\n`);
+    const suspects = [
+      ...v.lost.slice(0, 5),
+      ...v.duplicatedWhileLeased.slice(0, 5),
+      ...v.deliveredAfterAck.slice(0, 5),
+      ...v.completedTwice.slice(0, 5),
+      ...this.unstableFetches.slice(0, 3).flatMap(u => u.match(/task-\d+/g) ?? []),
+      ...this.ackedByNonHolder()
+        .slice(0, 3)
+        .flatMap(u => u.match(/task-\d+/g) ?? []),
+    ];
+    if (suspects.length > 0) {
+      const events = await taskEvents(this.queue, suspects).catch(err => [`(could not read the log: ${err})`]);
+      process.stderr.write(`log events of ${suspects.join(", ")}:\n  ${events.join("\n  ")}\n`);
+      process.stderr.write(
+        `client-side deliveries:\n  ${suspects.map(id => `${id}: ${JSON.stringify(this.deliveriesOf(id))}`).join("\n  ")}\n`,
+      );
+    }
     expect({ errors: this.errors }).toEqual({ errors: [] });
     expect(this.added).toBe(TASKS);
     expect(v.tasks).toBe(TASKS);
@@ -451,6 +564,9 @@ class Scenario {
     expect(v.duplicatedWhileLeased).toEqual([]);
     expect(v.deliveredAfterAck).toEqual([]);
     expect(v.completedTwice).toEqual([]);
+    expect(this.ackedByNonHolder()).toEqual([]);
+    expect(this.unstableFetches).toEqual([]);
+    expect(this.refetches).toBeGreaterThanOrEqual(100);
     expect(this.acked.size).toBe(TASKS);
     // Abandoned tasks came back to other workers.
     expect(this.abandoned).toBeGreaterThanOrEqual(20);
@@ -510,13 +626,14 @@ test("(b) SIGSTOP of the owner past its lease, takeover, SIGCONT: the stale owne
   const opts = { timeout: 20_000 };
 
   const fetchVia = async (workerId: string, ttr: number): Promise<Fetched | null> => {
+    const via = { node: "" };
     const t = await s.call<Fetched | null>(
       "worker.queue.fetchTask",
       { serviceId: s.serviceId, workerId, timeToRecover: ttr },
       viaStale,
-      opts,
+      { ...opts, via },
     );
-    if (t) s.history.deliver({ worker: workerId, ...t, timeToRecoverMs: ttr * 1000, at: Date.now() });
+    if (t) s.delivered(workerId, t, ttr, via.node);
     attacks.push(`${workerId} fetch -> ${t ? `${t.taskId}#${t.attempt}` : "null"}`);
     return t;
   };
@@ -529,8 +646,7 @@ test("(b) SIGSTOP of the owner past its lease, takeover, SIGCONT: the stale owne
     );
     attacks.push(`${workerId} ack ${taskId} -> ${res.ok ? "ok" : res.reason}`);
     if (res.ok) {
-      s.history.ack(taskId, workerId);
-      s.acked.add(taskId);
+      s.recordAck(taskId, workerId);
     }
   };
   /** A new worker: its fetch needs a new lease, which the stale owner cannot commit. */
@@ -566,7 +682,7 @@ test("(b) SIGSTOP of the owner past its lease, takeover, SIGCONT: the stale owne
         () => stale.nodeID,
       );
       if (t) {
-        s.history.deliver({ worker: id, ...t, timeToRecoverMs: ttr * 1000, at: Date.now() });
+        s.delivered(id, t, ttr, stale.nodeID);
         held.set(id, t);
       }
     }

@@ -221,6 +221,8 @@ export class QueueShard {
   /** Workers whose task went to another worker, so that their ack can say LEASE_LOST. */
   private readonly lostBy = new Map<string, string>();
   private readonly lastAcked: Map<string, string>;
+  /** Acks appended but not yet committed, by worker. */
+  private readonly pendingAcks = new Map<string, { taskId: string; committed: Promise<unknown> }>();
   private readonly ended: Map<string, PublicState>;
   private readonly liveFull = new Map<string, number>();
   private readonly handoverWaiting = new Set<Task>();
@@ -377,8 +379,10 @@ export class QueueShard {
    */
   fetch(worker: string, timeToRecoverMs: number, waitMs = 0, now = Date.now()): Promise<Delivery | null> {
     this.lastUsed = now;
+    // A claim for this worker is being committed: once it is, answer as a re-fetch (lease still
+    // valid, fence confirmed), never with a delivery that may have gone stale meanwhile.
     const inflight = this.inflightLease.get(worker);
-    if (inflight) return inflight;
+    if (inflight) return inflight.then(() => this.fetch(worker, timeToRecoverMs, waitMs));
     const held = this.byWorker.get(worker);
     if (held) {
       if ((held.leaseUntil ?? 0) <= now) return this.claimOrEnd(held, worker, timeToRecoverMs, now, waitMs);
@@ -545,6 +549,12 @@ export class QueueShard {
     if (inflight) await inflight;
     const t = this.byWorker.get(worker);
     if (t && (taskId === undefined || t.id === taskId)) return t;
+    // A retried ack of a task whose ack is still being committed answers once that commit has.
+    const pending = this.pendingAcks.get(worker);
+    if (taskId !== undefined && pending?.taskId === taskId) {
+      await pending.committed;
+      return { ok: true, taskId };
+    }
     if (taskId !== undefined && this.lastAcked.get(worker) === taskId) return { ok: true, taskId };
     const lost = this.lostBy.get(worker);
     if (lost && (taskId === undefined || taskId === lost)) return { ok: false, reason: "LEASE_LOST", taskId: lost };
@@ -571,8 +581,7 @@ export class QueueShard {
     if (this.byWorker.get(worker) !== t) return { ok: false, reason: "LEASE_LOST", taskId: t.id };
     const as: PublicState = t.cancelled ? "cancelled" : "done";
     this.end(t, result, as);
-    remember(this.lastAcked, worker, t.id);
-    await this.log.append({
+    const committed = this.log.append({
       kind: EventKind.Ack,
       taskId: t.id,
       worker,
@@ -581,6 +590,14 @@ export class QueueShard {
       result,
       reason: failed ? "FAILED" : undefined,
     });
+    const pending = { taskId: t.id, committed };
+    this.pendingAcks.set(worker, pending);
+    try {
+      await committed;
+    } finally {
+      if (this.pendingAcks.get(worker) === pending) this.pendingAcks.delete(worker);
+    }
+    remember(this.lastAcked, worker, t.id);
     this.countCompletion();
     this.hooks.notify(failed ? "failed" : "completed", t, { workerId: worker });
     if (result) this.hooks.handover(t);
