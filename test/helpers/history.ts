@@ -3,6 +3,8 @@
  * attempt and lease deadline), then classify each task: delivered once, redelivered after its lease
  * expired, lost, duplicated while leased, or delivered again after a successful ack.
  */
+import type { PullWorker } from "../../lib/worker/pull-worker";
+
 export interface Delivery {
   worker: string;
   taskId: string;
@@ -90,4 +92,21 @@ export class History {
     }
     return v;
   }
+}
+
+/** Records a QueueWorker's or HttpQueueWorker's deliveries, acks and releases into `history`. */
+export function recordWorker(worker: PullWorker, history: History, timeToRecoverSeconds: number): void {
+  worker.on("active", task =>
+    history.deliver({
+      worker: task.workerId,
+      taskId: task.id,
+      attempt: task.attempt,
+      leaseUntil: task.leaseUntil,
+      timeToRecoverMs: timeToRecoverSeconds * 1000,
+      at: Date.now(),
+    }),
+  );
+  worker.on("completed", task => history.ack(task.id, task.workerId));
+  // A failed task was given back (released) before the event: its lease has ended.
+  worker.on("failed", task => history.release(task.id, task.attempt));
 }

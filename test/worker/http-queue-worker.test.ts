@@ -13,7 +13,7 @@ import type { PullWorker } from "../../lib/worker/pull-worker";
 import { WorkerStoppedError } from "../../lib/worker/worker-errors";
 import { createApiService } from "../../services/api.service";
 import { dropKeyspace, testClient, uniqueKeyspace } from "../helpers/cassandra";
-import { History } from "../helpers/history";
+import { History, recordWorker } from "../helpers/history";
 import { apiPort, newJwtSecret, tokenFor } from "../helpers/http-api";
 import { startQueueBroker, waitFor } from "../helpers/queue-cluster";
 import { sleep } from "../helpers/queue-fixture";
@@ -80,22 +80,6 @@ afterAll(async () => {
 const call = <T = any>(action: string, params: object) =>
   queueBroker.call<T, object>(`worker.queue.${action}`, params, { meta: { ownerId: OWNER } });
 
-/** Records deliveries, acks and releases of a worker into `history`. */
-function record(worker: PullWorker, history: History, timeToRecover: number): void {
-  worker.on("active", task =>
-    history.deliver({
-      worker: task.workerId,
-      taskId: task.id,
-      attempt: task.attempt,
-      leaseUntil: task.leaseUntil,
-      timeToRecoverMs: timeToRecover * 1000,
-      at: Date.now(),
-    }),
-  );
-  worker.on("completed", task => history.ack(task.id, task.workerId));
-  worker.on("failed", task => history.release(task.id, task.attempt));
-}
-
 test("processes tasks over HTTP: results acked, a failure retried, heartbeats keep a long task", async () => {
   const serviceId = randomUUID();
   const token = await tokenFor(secret, OWNER, [serviceId]);
@@ -119,7 +103,7 @@ test("processes tasks over HTTP: results acked, a failure retried, heartbeats ke
     },
   );
   running.push(worker);
-  record(worker, history, timeToRecover);
+  recordWorker(worker, history, timeToRecover);
   worker.on("completed", (task, result) => results.set(task.id, result));
   worker.on("failed", (task, err) =>
     failed.push({ id: task.id, attempt: task.attempt, message: (err as Error).message }),
@@ -206,7 +190,7 @@ test("the gateway restarting mid-run: the worker backs off, recovers, and loses 
     },
   );
   running.push(worker);
-  record(worker, history, timeToRecover);
+  recordWorker(worker, history, timeToRecover);
   worker.on("completed", () => completed++);
   worker.on("error", err => errors.push(err));
 

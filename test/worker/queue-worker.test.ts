@@ -9,7 +9,7 @@ import { QueueWorker, type QueueWorkerBroker } from "../../lib/worker/queue-work
 import { QueueWorkerMixin, type QueueWorkerMixinVars } from "../../lib/worker/queue-worker.mixin";
 import type { PullWorker, WorkerTask } from "../../lib/worker/pull-worker";
 import { TaskAbortedError } from "../../lib/worker/worker-errors";
-import { History } from "../helpers/history";
+import { History, recordWorker } from "../helpers/history";
 import { waitFor } from "../helpers/queue-cluster";
 import { queueFixture, sleep } from "../helpers/queue-fixture";
 
@@ -212,21 +212,7 @@ test("close() finishes or gives back every running task; none is lost or held tw
   // t-0 and t-1 ignore their signal and take 4 s; the others take 100 ms.
   const values = Array.from({ length: 10 }, (_, n) => ({ n, slow: n < 2 }));
   for (const id of await addTasks(serviceId, values, { maxAttempts: 10 })) history.add(id);
-  const record = (worker: PullWorker) => {
-    worker.on("active", task =>
-      history.deliver({
-        worker: task.workerId,
-        taskId: task.id,
-        attempt: task.attempt,
-        leaseUntil: task.leaseUntil,
-        timeToRecoverMs: timeToRecover * 1000,
-        at: Date.now(),
-      }),
-    );
-    worker.on("completed", task => history.ack(task.id, task.workerId));
-    // A failed task was given back before the event: its lease has ended.
-    worker.on("failed", task => history.release(task.id, task.attempt));
-  };
+  const record = (worker: PullWorker) => recordWorker(worker, history, timeToRecover);
   const failed: { id: string; err: unknown }[] = [];
   let lateFinishes = 0;
   const first = track(
