@@ -63,6 +63,13 @@ export class StorageUnavailableError extends MoleculerRetryableError {
   }
 }
 
+/** Cassandra refused a statement for a reason no retry fixes (a schema or configuration problem). */
+export class StorageError extends MoleculerError {
+  constructor(operation: string, reason: string) {
+    super(`Storage failed during ${operation}: ${reason}`, 500, "STORAGE_ERROR", { operation, reason });
+  }
+}
+
 /** The keys service could not give a key; nothing was stored or changed. */
 export class KeysUnavailableError extends MoleculerRetryableError {
   constructor(ownerId: string, reason: string) {

@@ -18,8 +18,11 @@ import {
   OwnerMissingError,
   ValueTooLargeError,
 } from "../lib/errors";
-import { QueueEngine, queueKey, type Cluster, type ShardRequest, type TaskEvent } from "../lib/queue/engine";
+import { QueueEngine, type Cluster, type TaskEvent } from "../lib/queue/engine";
+import type { Beat } from "../lib/queue/membership";
 import type { QueueEngineOptions } from "../lib/queue/options";
+import { queueKey } from "../lib/queue/queue-key";
+import type { WireRequest } from "../lib/queue/wire";
 import type { PublicState } from "../lib/queue/task";
 
 export interface QueueServiceOptions {
@@ -156,12 +159,20 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
               "Give either delay (seconds) or notBefore (ms timestamp), not both",
             );
           }
+          // A task due after its retention ends would never be delivered.
+          const due = delay !== undefined ? Date.now() + delay * 1000 : notBefore;
+          if (due !== undefined && due > Date.now() + engine.options.retentionSeconds * 1000) {
+            throw new InvalidParameterError(
+              delay !== undefined ? "delay" : "notBefore",
+              `The task would be due after its retention (${engine.options.retentionSeconds} s) ends`,
+            );
+          }
           await engine.add(ctx, queue, {
             taskId: ctx.params.taskId ?? randomUUID(),
             clientId: ctx.params.taskId !== undefined,
             value,
             token,
-            notBefore: delay !== undefined ? Date.now() + delay * 1000 : notBefore,
+            notBefore: due,
             maxAttempts: ctx.params.maxAttempts,
           });
           return true;
@@ -317,19 +328,29 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         visibility: "public",
         acl: false,
         params: { request: { type: "object" } },
-        async handler(ctx: QueueContext<{ request: ShardRequest }>) {
-          const queue = String(ctx.params.request.queue ?? "");
+        async handler(ctx: QueueContext<{ request: WireRequest }>) {
+          const request = ctx.params.request;
+          const queue = `${String(request.ownerId)}/${String(request.serviceId)}`;
           const callerIsQueueNode = await this.isQueueNode(ctx.nodeID ?? this.broker.nodeID);
           if (callerIsQueueNode === "no") {
             throw new AccessDeniedError({ action: "shardExec", reason: "only queue nodes forward requests" });
           }
           // A caller this node cannot see (e.g. it was paused and lost track of the others): decline, retryably.
           if (callerIsQueueNode === "unknown") throw new NotOwnerError(queue, null);
-          if (!queue.startsWith(`${ownerOf(ctx)}/`)) {
+          if (request.ownerId !== ownerOf(ctx)) {
             throw new AccessDeniedError({ action: "shardExec", reason: "the queue is not the caller's" });
           }
-          return engine.executeForwarded(ctx.params.request, ctx);
+          return engine.executeForwarded(request, ctx);
         },
+      },
+    },
+    events: {
+      /** Another queue node is alive (and owns this many queues), or leaves. */
+      [`${name}.node.beat`](ctx: Context<Beat>) {
+        if (ctx.nodeID !== this.broker.nodeID) engine?.beatReceived(ctx.params);
+      },
+      "$node.disconnected"(ctx: Context<{ node: { id: string } }>) {
+        engine?.nodeDisconnected(ctx.params.node.id);
       },
     },
     hooks: {
@@ -419,13 +440,23 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         : new SodiumCodec(new MoleculerKeyProvider({ broker, service: name, keysService: options.keysService }));
       const cluster: Cluster = {
         nodeId: broker.nodeID,
-        isNodeAvailable: id => id === broker.nodeID || broker.registry.nodes.get(id)?.available === true,
-        forward: (nodeID, request, caller) => {
-          const ctx = caller as QueueContext<unknown>;
-          // A long poll waits on the owner: the forwarded call must not time out before it.
-          const timeout = request.op === "fetch" && request.waitMs > 0 ? request.waitMs + 10_000 : undefined;
+        forward: (nodeID, request, caller, timeout) => {
+          const ctx = caller as QueueContext<unknown> | undefined;
+          // A call the engine makes of its own accord (adopting an orphaned queue) has no caller.
+          if (!ctx?.call) {
+            return broker.call(
+              `${name}.shardExec`,
+              { request },
+              { nodeID, timeout, meta: { ownerId: request.ownerId } },
+            );
+          }
           return ctx.call(`${name}.shardExec`, { request }, { nodeID, meta: ctx.meta, timeout });
         },
+        beat: (beat: Beat) => void broker.broadcast(`${name}.node.beat`, beat, { groups: [name] }),
+        queueNodes: () =>
+          (broker.registry.getServiceList({ onlyAvailable: true }) as { name: string; nodeID: string }[])
+            .filter(s => s.name === name)
+            .map(s => s.nodeID),
         completeWorkflow: async ({ token, result, error, meta, taskId }) => {
           await broker.call(
             `${activity}.completed`,

@@ -259,13 +259,12 @@ describe("fetch and ack", () => {
     expect(empty.status).toBe(204);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(450);
 
-    const t1 = Date.now();
+    // Woken by the add: a poll that waited its 10 s out would answer 204.
     const waiting = request(`${route(serviceId, "fetch")}?wait=10`, { token, body: { workerId: "w" } });
     await new Promise(r => setTimeout(r, 300));
     await request(route(serviceId, "add"), { token, body: { value: "arrived" } });
     const answer = await waiting;
     expect({ status: answer.status, body: answer.json }).toEqual({ status: 200, body: "arrived" });
-    expect(Date.now() - t1).toBeLessThan(5000);
   });
 });
 

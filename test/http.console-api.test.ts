@@ -155,7 +155,8 @@ describe("one queue", () => {
     const all = await get(`/queue/${q1}/tasks`, tokenA);
     expect(all.status).toBe(200);
     expect(all.json.total).toBe(3);
-    expect((all.json.tasks as any[]).map(t => t.state)).toEqual(["dead", "waiting", "waiting"]);
+    // By state (in flight, waiting, delayed, dead), oldest first within each.
+    expect((all.json.tasks as any[]).map(t => t.state)).toEqual(["waiting", "waiting", "dead"]);
     expect(all.json.tasks[0]).not.toHaveProperty("value");
 
     const page = await get(`/queue/${q1}/tasks?state=waiting&offset=1&limit=1`, tokenA);

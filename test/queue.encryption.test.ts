@@ -565,22 +565,32 @@ describe("with the keys service away", () => {
     const serviceId = randomUUID();
     const token = { wf: marker("ACKTOKEN") };
     const result = { out: marker("ACKRESULT") };
-    // q2 owns the queue (and seals results there) but never sealed anything for this owner.
+    // One node owns the queue (and seals results there) but never sealed anything for this owner;
+    // placement decides which, so look it up and send everything else through the other one.
     expect(await call(q2, "stats", { serviceId }, owner)).toMatchObject({ ready: 0 });
-    await call(q1, "add", { serviceId, taskId: "t", value: "work", token }, owner);
-    expect(await call(q1, "fetch", { serviceId, workerId: "w" }, owner)).toBe("work");
+    const owns = (b: ServiceBroker) =>
+      (b.getLocalService("worker.queue") as unknown as { engine: { ownedQueues(): string[] } }).engine
+        .ownedQueues()
+        .includes(`${owner}/${serviceId}`);
+    const entry = owns(q2) ? q1 : q2;
+    expect(owns(entry)).toBe(false);
+    await call(entry, "add", { serviceId, taskId: "t", value: "work", token }, owner);
+    expect(await call(entry, "fetch", { serviceId, workerId: "w" }, owner)).toBe("work");
     await stopKeys();
 
     for (const action of ["ack", "ackTask"]) {
-      const err = await rejection(call(q1, action, { serviceId, workerId: "w", taskId: "t", result }, owner));
+      const err = await rejection(call(entry, action, { serviceId, workerId: "w", taskId: "t", result }, owner));
       expect(err).toMatchObject({ type: "KEYS_UNAVAILABLE", retryable: true });
     }
-    expect(await call(q1, "status", { serviceId, taskId: "t" }, owner)).toMatchObject({ state: "leased", worker: "w" });
+    expect(await call(entry, "status", { serviceId, taskId: "t" }, owner)).toMatchObject({
+      state: "leased",
+      worker: "w",
+    });
     await sleep(300);
     expect(completed.filter(c => (c.token as { wf?: string }).wf === token.wf)).toEqual([]);
 
     await startKeys();
-    expect(await call(q1, "ackTask", { serviceId, workerId: "w", taskId: "t", result }, owner)).toEqual({
+    expect(await call(entry, "ackTask", { serviceId, workerId: "w", taskId: "t", result }, owner)).toEqual({
       ok: true,
       taskId: "t",
     });
@@ -588,6 +598,9 @@ describe("with the keys service away", () => {
     expect(completed.filter(c => (c.token as { wf?: string }).wf === token.wf)).toEqual([
       expect.objectContaining({ token, result }),
     ]);
-    await waitFor(async () => (await call(q1, "status", { serviceId, taskId: "t" }, owner)).state === "done", 20_000);
+    await waitFor(
+      async () => (await call(entry, "status", { serviceId, taskId: "t" }, owner)).state === "done",
+      20_000,
+    );
   });
 });

@@ -115,7 +115,7 @@ async function runWorkload(brokers: ServiceBroker[], tasks: number, workers: num
 }
 
 test("16 workers, 2,000 tasks, 3 brokers, owner stopped mid-run: nothing lost, nothing held twice", async () => {
-  const brokers = await startQueueCluster(3, { keyspace, client, engine: { bucketSize: 500, maxOpenBuckets: 3 } });
+  const brokers = await startQueueCluster(3, { keyspace, client, engine: { bucketSize: 500 } });
   try {
     const verdict = await runWorkload(brokers, 2000, 16, async () => {
       const ownerBroker = brokers.find(b => (b.getLocalService("worker.queue") as any).engine.ownedQueues().length > 0);

@@ -16,15 +16,36 @@ export interface QueueEngineOptions {
    */
   retentionSeconds: number;
   /**
-   * Events per log partition before the owner rolls over to a new one.
+   * Events per log partition before the owner rolls over to a new one (at most 16,384).
    * @defaultValue 10000
    */
   bucketSize: number;
   /**
-   * Open log partitions per queue before the oldest one's live tasks are carried forward.
-   * @defaultValue 16
+   * Rows per partition of the delayed and dead tables before the next part of the minute (or hour) is used.
+   * @defaultValue 10000
    */
-  maxOpenBuckets: number;
+  partSize: number;
+  /**
+   * Ready tasks a queue's owner keeps in memory at most (the window), and delayed tasks of the
+   * minute now due; the rest of the backlog is read from Cassandra a page at a time.
+   * @defaultValue 512
+   */
+  windowMax: number;
+  /**
+   * Bytes of sealed values the window holds at most.
+   * @defaultValue 16 MiB
+   */
+  windowMaxBytes: number;
+  /**
+   * Events between checkpoints (at least twice the tasks in flight); a takeover reads about this many.
+   * @defaultValue 2000
+   */
+  checkpointEvents: number;
+  /**
+   * Longest time between checkpoints while anything changes, in ms.
+   * @defaultValue 2000
+   */
+  checkpointMs: number;
   /**
    * Events per fenced batch at most.
    * @defaultValue 128
@@ -40,6 +61,26 @@ export interface QueueEngineOptions {
    * @defaultValue 15000
    */
   ownerLeaseMs: number;
+  /**
+   * How often a queue node tells the others it is alive (and how many queues it owns), in ms.
+   * @defaultValue 500
+   */
+  beatIntervalMs: number;
+  /**
+   * A queue node not heard from for this long is dead for routing, and its queues are taken over.
+   * @defaultValue 1500
+   */
+  nodeTimeoutMs: number;
+  /**
+   * A forwarded call that gets no answer for this long (plus its wait, for a long poll) takes the queue over.
+   * @defaultValue 3000
+   */
+  forwardTimeoutMs: number;
+  /**
+   * Queue nodes rebalance only after the set of live nodes has been stable for this long, in ms.
+   * @defaultValue 3000
+   */
+  rebalanceAfterMs: number;
   /**
    * A queue with no calls for this long is released by its owner.
    * @defaultValue 600000
@@ -78,7 +119,15 @@ export const defaultEngineOptions: QueueEngineOptions = {
   replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
   retentionSeconds: 7 * 24 * 3600,
   bucketSize: 10_000,
-  maxOpenBuckets: 16,
+  partSize: 10_000,
+  windowMax: 512,
+  windowMaxBytes: 16 * 1024 * 1024,
+  checkpointEvents: 2000,
+  checkpointMs: 2000,
+  beatIntervalMs: 500,
+  nodeTimeoutMs: 1500,
+  forwardTimeoutMs: 3000,
+  rebalanceAfterMs: 3000,
   maxBatchEvents: 128,
   maxBatchBytes: 4 * 1024 * 1024,
   ownerLeaseMs: 15_000,

@@ -1,35 +1,43 @@
 /**
- * This node's hold on one queue: the range_id it fenced with and the queue_owner row it keeps
- * up to date. Every change of the row (renewal, bucket list, release) is an LWT conditioned on the
- * range, run one at a time, so the row never goes back to an older bucket list.
+ * This node's hold on one queue: the range it fenced with and the queue_owner row it keeps up to
+ * date (lease, checkpoint pointer, partitions to replay and to seal). Every change of the row is an
+ * LWT conditioned on the range and on the state last written, run one at a time, so the row never
+ * goes back to an older state. A change that is not applied, or whose outcome is unknown, loses the
+ * queue.
  */
 import { OwnershipLostError } from "../errors";
-import type { BucketRef, OwnerRow, QueueStore } from "./store";
+import type { LogState, OwnerRow, QueueStore } from "./store";
+import { position, splitPosition, type BucketRef } from "./task";
 
-export function bucketKey(ref: BucketRef): string {
-  return `${ref.range}:${ref.bucket}`;
+export interface HeldRow {
+  rangeId: number;
+  node: string;
+  leaseUntil: number;
+  state: LogState;
+  stateText: string | null;
+  legacyText: string | null;
 }
 
 export class OwnerLease {
-  private row: OwnerRow;
+  private row: HeldRow;
   private chain: Promise<unknown> = Promise.resolve();
   private lostReason: string | null = null;
 
   constructor(
     private readonly store: QueueStore,
     readonly queue: string,
-    row: OwnerRow,
+    row: HeldRow,
     private readonly leaseMs: number,
   ) {
-    this.row = { ...row, buckets: [...row.buckets] };
+    this.row = { ...row, state: copyState(row.state) };
   }
 
   get rangeId(): number {
     return this.row.rangeId;
   }
 
-  get buckets(): readonly BucketRef[] {
-    return this.row.buckets;
+  get state(): LogState {
+    return this.row.state;
   }
 
   get lost(): string | null {
@@ -41,16 +49,23 @@ export class OwnerLease {
   }
 
   /** Applies `change` to the row with an LWT; throws when the range is no longer ours. */
-  private update(change: (row: OwnerRow) => OwnerRow): Promise<void> {
+  private update(change: (row: HeldRow) => Omit<HeldRow, "stateText" | "legacyText">): Promise<void> {
     const next = this.chain.then(async () => {
       if (this.lostReason) throw new OwnershipLostError(this.queue, this.lostReason);
-      const wanted = change({ ...this.row, buckets: [...this.row.buckets] });
-      const applied = await this.store.updateOwner(this.queue, this.row, wanted);
-      if (!applied) {
+      const wanted = change({ ...this.row, state: copyState(this.row.state) });
+      let text: string | null;
+      try {
+        text = await this.store.updateOwner(this.queue, this.row, wanted);
+      } catch (err) {
+        // A timed-out LWT has an unknown outcome: only a new takeover can tell what the row holds.
+        this.markLost(`owner row update failed: ${(err as Error).message}`);
+        throw err;
+      }
+      if (text === null) {
         this.markLost("taken over by another node");
         throw new OwnershipLostError(this.queue, this.lostReason ?? "taken over");
       }
-      this.row = wanted;
+      this.row = { ...wanted, stateText: text, legacyText: null };
     });
     this.chain = next.catch(() => undefined);
     return next;
@@ -60,17 +75,54 @@ export class OwnerLease {
     return this.update(row => ({ ...row, leaseUntil: Date.now() + this.leaseMs }));
   }
 
-  addBucket(ref: BucketRef): Promise<void> {
-    return this.update(row => ({ ...row, buckets: [...row.buckets, ref] }));
+  /**
+   * Registers the partition the log rolls over to, before anything is written there. The previous
+   * one leaves `open`: the log writes one batch at a time, so nothing more can reach it.
+   */
+  addPartition(ref: BucketRef): Promise<void> {
+    return this.update(row => ({
+      ...row,
+      state: { ...row.state, replay: [...row.state.replay, ref], open: [ref] },
+    }));
   }
 
-  /** Drops the given partitions from the open list (they hold no live task any more). */
-  retireBuckets(keys: Set<string>): Promise<void> {
-    return this.update(row => ({ ...row, buckets: row.buckets.filter(b => !keys.has(bucketKey(b))) }));
+  /**
+   * Points the row at a checkpoint (slot, version) that is the fold of every event before `at`: a
+   * takeover replays from there, through the partitions that follow. Partitions of older ranges
+   * leave `open`: this owner sealed them when it took over.
+   */
+  setCheckpoint(at: number, slot: number, version: number): Promise<void> {
+    return this.update(row => {
+      const p = splitPosition(at);
+      const containing: BucketRef = { range: p.range, bucket: p.bucket };
+      const later = row.state.replay.filter(b => position(b.range, b.bucket, 0) > position(p.range, p.bucket, 0));
+      const open = row.state.open.filter(b => b.range === row.rangeId);
+      return {
+        ...row,
+        leaseUntil: Date.now() + this.leaseMs,
+        state: { ckpt: at, slot, version, replay: [containing, ...later], open: open.length > 0 ? open : [containing] },
+      };
+    });
   }
 
   /** Gives the queue up so that another node can take it at once. */
   release(): Promise<void> {
     return this.update(row => ({ ...row, node: "", leaseUntil: 0 })).then(() => this.markLost("released"));
   }
+}
+
+function copyState(s: LogState): LogState {
+  return { ...s, replay: [...s.replay], open: [...s.open] };
+}
+
+/** The row as the LWT conditions of an OwnerLease expect it. */
+export function heldRowOf(row: OwnerRow): HeldRow {
+  return {
+    rangeId: row.rangeId,
+    node: row.node,
+    leaseUntil: row.leaseUntil,
+    state: row.state,
+    stateText: row.stateText,
+    legacyText: row.legacyText,
+  };
 }

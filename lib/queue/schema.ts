@@ -1,6 +1,7 @@
 /**
  * The queue's tables, created idempotently and versioned: each migration runs once, in order, and
- * is recorded in schema_migrations. Add new migrations at the end; never edit an applied one.
+ * is recorded in schema_migrations. Add new migrations at the end; never edit an applied one. Two
+ * nodes may run the same migration at once, so every statement must be safe to repeat.
  */
 import type { Client } from "cassandra-driver";
 import type { QueueEngineOptions } from "./options";
@@ -10,6 +11,15 @@ interface Migration {
   name: string;
   statements: (o: QueueEngineOptions) => string[];
 }
+
+const twcs =
+  "compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}";
+
+/** The columns of a task's full state, shared by the parked tables. */
+const TASK_COLUMNS = `task_id text, seq bigint, client_id boolean,
+         key_id text, value blob, token_key_id text, wf_token blob,
+         attempt int, max_attempts int, expires_at bigint,
+         progress_key_id text, progress blob, error_key_id text, error blob, reason text`;
 
 const migrations: Migration[] = [
   {
@@ -29,8 +39,7 @@ const migrations: Migration[] = [
          progress_key_id text, progress blob, error_key_id text, error blob, reason text, cancelled boolean,
          result_key_id text, result blob,
          PRIMARY KEY ((queue, range_id, bucket), pos)
-       ) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}
-         AND default_time_to_live = ${o.retentionSeconds} AND gc_grace_seconds = 10800`,
+       ) WITH ${twcs} AND default_time_to_live = ${o.retentionSeconds} AND gc_grace_seconds = 10800`,
       `CREATE TABLE IF NOT EXISTS task_index (
          queue text, task_id text, seq bigint, PRIMARY KEY ((queue, task_id))
        ) WITH default_time_to_live = ${o.retentionSeconds}`,
@@ -45,9 +54,49 @@ const migrations: Migration[] = [
        ) WITH default_time_to_live = ${o.retentionSeconds}`,
     ],
   },
+  {
+    id: 3,
+    name: "core v2: checkpoints, sources, parked tasks, task index for every task",
+    statements: o => [
+      `ALTER TABLE queue_owner ADD log_state text`,
+      `ALTER TABLE queue_log ADD (src bigint, ref bigint, ref_part int, ref_time bigint, flags int)`,
+      `ALTER TABLE task_index ADD (pos bigint, client_id boolean, hint tinyint, hint_time bigint, hint_part int, hint_ref bigint)`,
+      `CREATE TABLE IF NOT EXISTS queue_due (
+         queue text, minute bigint, part int, due_at bigint, pos bigint,
+         ${TASK_COLUMNS},
+         cancelled boolean,
+         PRIMARY KEY ((queue, minute, part), due_at, pos)
+       ) WITH ${twcs} AND default_time_to_live = ${o.retentionSeconds} AND gc_grace_seconds = 10800`,
+      `CREATE TABLE IF NOT EXISTS queue_checkpoint (
+         queue text, slot tinyint, chunk int,
+         range_id bigint STATIC, version bigint STATIC, chunks int STATIC,
+         snapshot blob,
+         PRIMARY KEY ((queue, slot), chunk)
+       ) WITH default_time_to_live = ${o.retentionSeconds + 86_400}`,
+      `CREATE TABLE IF NOT EXISTS pending_handovers (
+         shard int, queue text, owner_id text, service_id text, pending boolean,
+         PRIMARY KEY ((shard), queue)
+       ) WITH default_time_to_live = ${o.retentionSeconds}`,
+      `CREATE TABLE IF NOT EXISTS backlog_cancels (
+         queue text, range_id bigint, bucket int, pos int,
+         PRIMARY KEY ((queue, range_id, bucket), pos)
+       ) WITH default_time_to_live = ${o.retentionSeconds}`,
+      `CREATE TABLE IF NOT EXISTS queue_dead (
+         queue text, hour bigint, part int, pos bigint,  -- hour: when the task's retention ends
+         ${TASK_COLUMNS},
+         consumed boolean,
+         PRIMARY KEY ((queue, hour, part), pos)
+       ) WITH ${twcs} AND default_time_to_live = ${o.retentionSeconds} AND gc_grace_seconds = 10800`,
+    ],
+  },
 ];
 
 const identifier = /^[a-z][a-z0-9_]{0,47}$/;
+
+/** An ALTER that another node (or an earlier, interrupted run) has already applied. */
+function alreadyApplied(err: unknown): boolean {
+  return /already exist|conflicts with an existing column/i.test((err as Error).message ?? "");
+}
 
 /** Creates the keyspace (if missing) and applies pending migrations. Safe to run on every start, from many nodes. */
 export async function migrateSchema(client: Client, options: QueueEngineOptions): Promise<void> {
@@ -64,7 +113,14 @@ export async function migrateSchema(client: Client, options: QueueEngineOptions)
   for (const m of migrations) {
     if (done.has(m.id)) continue;
     for (const stmt of m.statements(options)) {
-      await client.execute(stmt.replace(/CREATE TABLE IF NOT EXISTS /, `CREATE TABLE IF NOT EXISTS ${ks}.`));
+      const qualified = stmt
+        .replace(/CREATE TABLE IF NOT EXISTS /, `CREATE TABLE IF NOT EXISTS ${ks}.`)
+        .replace(/^ALTER TABLE /, `ALTER TABLE ${ks}.`);
+      try {
+        await client.execute(qualified);
+      } catch (err) {
+        if (!alreadyApplied(err)) throw err;
+      }
     }
     await client.execute(`INSERT INTO ${ks}.schema_migrations (id, name, applied_at) VALUES (?, ?, ?)`, [
       m.id,

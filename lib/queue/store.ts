@@ -1,33 +1,77 @@
 /**
  * Every CQL statement of the queue, and nothing else: no decisions live here. Statements are
- * prepared; consistency LOCAL_QUORUM, serial consistency LOCAL_SERIAL, set on each call.
+ * prepared; consistency LOCAL_QUORUM, serial consistency LOCAL_SERIAL (or SERIAL), set on each call.
  */
 import { types, type Client } from "cassandra-driver";
 import type { Sealed } from "../codec";
 import { OwnershipLostError } from "../errors";
-import { EventKind, type LogEvent } from "./task";
+import {
+  position,
+  splitPosition,
+  type BucketRef,
+  type EventKind,
+  type LogEvent,
+  type ParkedTask,
+  type StoredEvent,
+} from "./task";
 
 const { consistencies } = types;
 
-/** A log partition: (queue, range_id, bucket). */
-export interface BucketRef {
-  range: number;
-  bucket: number;
+/** Where a queue's log stands: what a takeover must seal and read. Stored as JSON in queue_owner.log_state. */
+export interface LogState {
+  /** Log position a takeover replays from (its checkpoint is the fold of every event before it); null before the first. */
+  ckpt: number | null;
+  /** Where that checkpoint is: its slot in queue_checkpoint and its version. */
+  slot: number;
+  version: number;
+  /** The partitions from the checkpoint's on, in log order. */
+  replay: BucketRef[];
+  /** The partitions their owner may still write: a takeover seals them. */
+  open: BucketRef[];
 }
 
 export interface OwnerRow {
   rangeId: number;
   node: string;
   leaseUntil: number;
-  buckets: BucketRef[];
-}
-
-export interface StoredEvent extends LogEvent {
-  pos: number;
+  state: LogState;
+  /** Version 1's open partitions (a row written by version 1 has these and no log state). */
+  legacyBuckets: BucketRef[];
+  /** The stored texts, exactly as read, for the conditions of the next LWT. */
+  stateText: string | null;
+  legacyText: string | null;
 }
 
 /** Serial consistency of every condition: LOCAL_SERIAL when all queue nodes share one data center, else SERIAL. */
 export type SerialScope = "local" | "global";
+
+/** What task_index knows of a task. */
+export interface IndexEntry {
+  seq: number;
+  /** The task's source position. */
+  pos: number;
+  clientId: boolean;
+  hint: ParkedHint;
+}
+
+/** Where a task went when it left the backlog for a parked table (a hint: the parked row decides). */
+export type ParkedHint =
+  | { kind: "none" }
+  | { kind: "delayed"; minute: number; part: number; dueAt: number; pos: number }
+  | { kind: "dead"; hour: number; part: number; pos: number }
+  | { kind: "cancelled" }
+  /** Delivered from a parked table: when it is not in the owner's memory, it has ended. */
+  | { kind: "delivered" };
+
+const HINT_CODE = { none: 0, delayed: 1, dead: 2, cancelled: 3, delivered: 4 } as const;
+
+const HANDOVER_SHARDS = 16;
+
+function handoverShard(queue: string): number {
+  let h = 0;
+  for (let i = 0; i < queue.length; i++) h = (h * 31 + queue.charCodeAt(i)) | 0;
+  return Math.abs(h) % HANDOVER_SHARDS;
+}
 
 /** The owner row outlives every task written while it was owned (renewals are at most ownerLeaseMs apart). */
 const OWNER_ROW_MARGIN_SECONDS = 86_400;
@@ -40,12 +84,63 @@ function optLong(n: number | undefined): types.Long | undefined {
   return n === undefined ? undefined : long(n);
 }
 
-/** The columns of an event row, in the order appendFenced binds them. */
+function num(v: unknown): number | undefined {
+  if (v === null || v === undefined) return undefined;
+  if (v instanceof types.Long) return v.toNumber();
+  return Number(v);
+}
+
+function sealedOf(keyId: unknown, blob: unknown): Sealed | undefined {
+  if (typeof keyId !== "string" || !Buffer.isBuffer(blob)) return undefined;
+  return { keyId, blob };
+}
+
+function opt<T>(v: T | null | undefined): T | undefined {
+  return v === null ? undefined : v;
+}
+
+export function encodeLogState(s: LogState): string {
+  return JSON.stringify({
+    c: s.ckpt,
+    s: s.slot,
+    v: s.version,
+    r: s.replay.map(b => [b.range, b.bucket]),
+    o: s.open.map(b => [b.range, b.bucket]),
+  });
+}
+
+function refs(list: unknown): BucketRef[] {
+  return Array.isArray(list) ? (list as [number, number][]).map(([range, bucket]) => ({ range, bucket })) : [];
+}
+
+export const EMPTY_LOG_STATE: LogState = { ckpt: null, slot: 1, version: 0, replay: [], open: [] };
+
+export function decodeLogState(text: string | null | undefined): LogState {
+  if (!text) return { ...EMPTY_LOG_STATE };
+  const parsed = JSON.parse(text) as { c?: number | null; s?: number; v?: number; r?: unknown; o?: unknown };
+  return {
+    ckpt: parsed.c ?? null,
+    slot: parsed.s ?? 1,
+    version: parsed.v ?? 0,
+    replay: refs(parsed.r),
+    open: refs(parsed.o),
+  };
+}
+
+/** A checkpoint slot as stored: who wrote it last (range, version) and its snapshot chunks. */
+export interface CheckpointSlot {
+  rangeId: number | null;
+  version: number | null;
+  chunks: Buffer[];
+}
+
+/** Remaining lifetime in whole seconds (at least 1) of something that ends at `expiresAt`. */
+export function ttlUntil(expiresAt: number, now = Date.now()): number {
+  return Math.max(1, Math.ceil((expiresAt - now) / 1000));
+}
+
+/** The columns of an event row, in the order appendFenced binds them (after queue, range_id, bucket, pos). */
 const EVENT_COLUMNS = [
-  "queue",
-  "range_id",
-  "bucket",
-  "pos",
   "kind",
   "task_id",
   "seq",
@@ -71,38 +166,151 @@ const EVENT_COLUMNS = [
   "cancelled",
   "result_key_id",
   "result",
+  "src",
+  "ref",
+  "ref_part",
+  "ref_time",
+  "flags",
 ];
 
-function num(v: unknown): number | undefined {
-  if (v === null || v === undefined) return undefined;
-  if (v instanceof types.Long) return v.toNumber();
-  return Number(v);
+function eventParams(e: LogEvent): unknown[] {
+  return [
+    e.kind,
+    e.taskId,
+    optLong(e.seq),
+    e.clientId,
+    e.value?.keyId,
+    e.value?.blob,
+    e.token?.keyId,
+    e.token?.blob,
+    e.attempt,
+    e.maxAttempts,
+    e.state,
+    optLong(e.notBefore),
+    e.worker,
+    optLong(e.leaseUntil),
+    e.ttrMs,
+    optLong(e.leaseStart),
+    long(e.expiresAt),
+    e.progress?.keyId,
+    e.progress?.blob,
+    e.error?.keyId,
+    e.error?.blob,
+    e.reason,
+    e.cancelled,
+    e.result?.keyId,
+    e.result?.blob,
+    optLong(e.src),
+    optLong(e.ref),
+    e.refPart,
+    optLong(e.refTime),
+    e.flags,
+  ];
 }
 
-function sealedOf(keyId: unknown, blob: unknown): Sealed | undefined {
-  if (typeof keyId !== "string" || !Buffer.isBuffer(blob)) return undefined;
-  return { keyId, blob };
+function eventOf(row: types.Row, at: number): StoredEvent {
+  return {
+    at,
+    kind: row["kind"] as EventKind,
+    taskId: (row["task_id"] as string | null) ?? "",
+    seq: num(row["seq"]),
+    clientId: opt(row["client_id"] as boolean | null),
+    value: sealedOf(row["key_id"], row["value"]),
+    token: sealedOf(row["token_key_id"], row["wf_token"]),
+    attempt: opt(row["attempt"] as number | null),
+    maxAttempts: opt(row["max_attempts"] as number | null),
+    state: opt(row["state"] as number | null),
+    notBefore: num(row["not_before"]),
+    worker: opt(row["worker"] as string | null),
+    leaseUntil: num(row["lease_until"]),
+    ttrMs: opt(row["ttr"] as number | null),
+    leaseStart: num(row["lease_start"]),
+    expiresAt: num(row["expires_at"]) ?? 0,
+    progress: sealedOf(row["progress_key_id"], row["progress"]),
+    error: sealedOf(row["error_key_id"], row["error"]),
+    reason: opt(row["reason"] as string | null),
+    cancelled: opt(row["cancelled"] as boolean | null),
+    result: sealedOf(row["result_key_id"], row["result"]),
+    src: num(row["src"]),
+    ref: num(row["ref"]),
+    refPart: opt(row["ref_part"] as number | null),
+    refTime: num(row["ref_time"]),
+    flags: opt(row["flags"] as number | null),
+  };
 }
 
-function encodeBuckets(buckets: BucketRef[]): string {
-  return JSON.stringify(buckets.map(b => [b.range, b.bucket]));
+const PARKED_COLUMNS = [
+  "task_id",
+  "seq",
+  "client_id",
+  "key_id",
+  "value",
+  "token_key_id",
+  "wf_token",
+  "attempt",
+  "max_attempts",
+  "expires_at",
+  "progress_key_id",
+  "progress",
+  "error_key_id",
+  "error",
+  "reason",
+];
+
+function parkedParams(t: ParkedTask): unknown[] {
+  return [
+    t.taskId,
+    long(t.seq),
+    t.clientId,
+    t.body.value.keyId,
+    t.body.value.blob,
+    t.body.token?.keyId,
+    t.body.token?.blob,
+    t.attempt,
+    t.maxAttempts,
+    long(t.expiresAt),
+    t.progress?.keyId,
+    t.progress?.blob,
+    t.error?.keyId,
+    t.error?.blob,
+    t.reason,
+  ];
 }
 
-function decodeBuckets(text: unknown): BucketRef[] {
-  if (typeof text !== "string" || text === "") return [];
-  const parsed = JSON.parse(text) as [number, number][];
-  return parsed.map(([range, bucket]) => ({ range, bucket }));
-}
-
-/** Remaining lifetime in whole seconds (at least 1) of something that ends at `expiresAt`. */
-export function ttlUntil(expiresAt: number, now = Date.now()): number {
-  return Math.max(1, Math.ceil((expiresAt - now) / 1000));
+function parkedOf(
+  row: types.Row,
+  slot: number,
+  part: number,
+  dueAt: number,
+  consumedColumn: string,
+): ParkedTask | null {
+  const value = sealedOf(row["key_id"], row["value"]);
+  // A mark that landed before its row (both are written after commit, in any order): not a task yet.
+  if (!value) return null;
+  return {
+    slot,
+    part,
+    dueAt,
+    pos: num(row["pos"]) ?? 0,
+    taskId: row["task_id"] as string,
+    seq: num(row["seq"]) ?? 0,
+    clientId: (row["client_id"] as boolean | null) ?? false,
+    body: { value, token: sealedOf(row["token_key_id"], row["wf_token"]) },
+    attempt: (row["attempt"] as number | null) ?? 0,
+    maxAttempts: (row["max_attempts"] as number | null) ?? 0,
+    expiresAt: num(row["expires_at"]) ?? 0,
+    progress: sealedOf(row["progress_key_id"], row["progress"]),
+    error: sealedOf(row["error_key_id"], row["error"]),
+    reason: opt(row["reason"] as string | null),
+    consumed: row[consumedColumn] === true,
+  };
 }
 
 export class QueueStore {
   private readonly ks: string;
   private readonly ownerTtl: number;
   private readonly write: object;
+  private readonly idempotentWrite: object;
   private readonly read = { prepare: true, consistency: consistencies.localQuorum };
   private readonly serialRead: object;
 
@@ -116,6 +324,7 @@ export class QueueStore {
     this.ownerTtl = retentionSeconds + OWNER_ROW_MARGIN_SECONDS;
     const serial = serialScope === "global" ? consistencies.serial : consistencies.localSerial;
     this.write = { prepare: true, consistency: consistencies.localQuorum, serialConsistency: serial };
+    this.idempotentWrite = { ...this.write, isIdempotent: true };
     this.serialRead = { prepare: true, consistency: serial };
   }
 
@@ -123,52 +332,68 @@ export class QueueStore {
 
   async readOwner(queue: string, serial = false): Promise<OwnerRow | null> {
     const rs = await this.client.execute(
-      `SELECT range_id, node, lease_until, buckets FROM ${this.ks}.queue_owner WHERE queue = ?`,
+      `SELECT range_id, node, lease_until, log_state, buckets FROM ${this.ks}.queue_owner WHERE queue = ?`,
       [queue],
       serial ? this.serialRead : this.read,
     );
     const row = rs.first();
     if (!row || row["range_id"] === null) return null;
+    const stateText = (row["log_state"] as string | null) ?? null;
+    const legacyText = (row["buckets"] as string | null) ?? null;
     return {
       rangeId: num(row["range_id"]) ?? 0,
       node: (row["node"] as string | null) ?? "",
       leaseUntil: (row["lease_until"] as Date | null)?.getTime() ?? 0,
-      buckets: decodeBuckets(row["buckets"]),
+      state: decodeLogState(stateText),
+      legacyBuckets: legacyText ? refs(JSON.parse(legacyText)) : [],
+      stateText,
+      legacyText,
     };
   }
 
   /** Creates the owner row; false when one exists already. */
-  async insertOwner(queue: string, row: OwnerRow): Promise<boolean> {
+  async insertOwner(
+    queue: string,
+    row: { rangeId: number; node: string; leaseUntil: number; state: LogState },
+  ): Promise<boolean> {
     const rs = await this.client.execute(
-      `INSERT INTO ${this.ks}.queue_owner (queue, range_id, node, lease_until, buckets) VALUES (?, ?, ?, ?, ?)
+      `INSERT INTO ${this.ks}.queue_owner (queue, range_id, node, lease_until, log_state) VALUES (?, ?, ?, ?, ?)
        IF NOT EXISTS USING TTL ?`,
-      [queue, long(row.rangeId), row.node, new Date(row.leaseUntil), encodeBuckets(row.buckets), this.ownerTtl],
+      [queue, long(row.rangeId), row.node, new Date(row.leaseUntil), encodeLogState(row.state), this.ownerTtl],
       this.write,
     );
     return rs.wasApplied();
   }
 
   /**
-   * Overwrites the whole owner row (every cell gets a fresh TTL) if it still has the range and the
-   * bucket list we last saw: a rollover that slipped in between makes the change fail.
+   * Overwrites the owner row (every cell gets a fresh TTL) if it still has the range and the log
+   * state we last saw: a change that slipped in between makes this one fail. Returns the stored text.
    */
-  async updateOwner(queue: string, expected: OwnerRow, row: OwnerRow): Promise<boolean> {
+  async updateOwner(
+    queue: string,
+    expected: Pick<OwnerRow, "rangeId" | "stateText" | "legacyText">,
+    row: { rangeId: number; node: string; leaseUntil: number; state: LogState },
+  ): Promise<string | null> {
+    const text = encodeLogState(row.state);
     const rs = await this.client.execute(
-      `UPDATE ${this.ks}.queue_owner USING TTL ? SET range_id = ?, node = ?, lease_until = ?, buckets = ?
-       WHERE queue = ? IF range_id = ? AND buckets = ?`,
+      `UPDATE ${this.ks}.queue_owner USING TTL ? SET range_id = ?, node = ?, lease_until = ?, log_state = ?, buckets = ?
+       WHERE queue = ? IF range_id = ? AND log_state = ? AND buckets = ?`,
       [
         this.ownerTtl,
         long(row.rangeId),
         row.node,
         new Date(row.leaseUntil),
-        encodeBuckets(row.buckets),
+        text,
+        // Only a version-1 row has buckets: cleared when it is taken over, otherwise left unset.
+        expected.legacyText === null ? undefined : null,
         queue,
         long(expected.rangeId),
-        encodeBuckets(expected.buckets),
+        expected.stateText,
+        expected.legacyText,
       ],
       this.write,
     );
-    return rs.wasApplied();
+    return rs.wasApplied() ? text : null;
   }
 
   // ---- queue_log partitions ------------------------------------------------------------------
@@ -215,6 +440,8 @@ export class QueueStore {
   async appendFenced(queue: string, ref: BucketRef, firstPos: number, events: LogEvent[]): Promise<boolean> {
     const now = Date.now();
     const range = long(ref.range);
+    const insert = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, ${EVENT_COLUMNS.join(", ")})
+                    VALUES (?, ?, ?, ?, ${EVENT_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`;
     const queries: { query: string; params: unknown[] }[] = [
       {
         query: `UPDATE ${this.ks}.queue_log USING TTL ? SET sealed = false
@@ -224,40 +451,8 @@ export class QueueStore {
     ];
     events.forEach((e, i) => {
       queries.push({
-        query: `INSERT INTO ${this.ks}.queue_log (${EVENT_COLUMNS.join(", ")})
-                VALUES (${EVENT_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`,
-        params: [
-          queue,
-          range,
-          ref.bucket,
-          firstPos + i,
-          e.kind,
-          e.taskId,
-          e.seq === undefined ? undefined : long(e.seq),
-          e.clientId,
-          e.value?.keyId,
-          e.value?.blob,
-          e.token?.keyId,
-          e.token?.blob,
-          e.attempt,
-          e.maxAttempts,
-          e.state,
-          optLong(e.notBefore),
-          e.worker,
-          optLong(e.leaseUntil),
-          e.ttrMs,
-          optLong(e.leaseStart),
-          long(e.expiresAt),
-          e.progress?.keyId,
-          e.progress?.blob,
-          e.error?.keyId,
-          e.error?.blob,
-          e.reason,
-          e.cancelled,
-          e.result?.keyId,
-          e.result?.blob,
-          ttlUntil(e.expiresAt, now),
-        ],
+        query: insert,
+        params: [queue, range, ref.bucket, firstPos + i, ...eventParams(e), ttlUntil(e.expiresAt, now)],
       });
     });
     const rs = await this.client.batch(queries, { ...this.write, logged: false });
@@ -277,67 +472,381 @@ export class QueueStore {
     return rs.first()?.["sealed"] !== false;
   }
 
-  /** Reads a whole partition in log order. Used only by a takeover, after sealing it. */
-  async readBucket(queue: string, ref: BucketRef): Promise<StoredEvent[]> {
-    const out: StoredEvent[] = [];
-    const query = `SELECT ${EVENT_COLUMNS.slice(3).join(", ")}
-                   FROM ${this.ks}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`;
+  /**
+   * Events of one partition from `fromPos` on (and before `beforePos` when given), in log order, at
+   * most `limit`. `done` is true when the partition holds nothing more in that span.
+   */
+  async readBucket(
+    queue: string,
+    ref: BucketRef,
+    fromPos: number,
+    limit: number,
+    beforePos?: number,
+  ): Promise<{ events: StoredEvent[]; done: boolean }> {
+    const cols = `pos, ${EVENT_COLUMNS.join(", ")}`;
+    const where = `queue = ? AND range_id = ? AND bucket = ? AND pos >= ?${beforePos === undefined ? "" : " AND pos < ?"}`;
+    const params: unknown[] = [queue, long(ref.range), ref.bucket, fromPos];
+    if (beforePos !== undefined) params.push(beforePos);
+    const events: StoredEvent[] = [];
     let pageState: string | undefined;
+    let seen = 0;
     do {
-      const rs = await this.client.execute(query, [queue, long(ref.range), ref.bucket], {
-        ...this.read,
-        fetchSize: 1000,
-        pageState,
-      });
+      const rs = await this.client.execute(
+        `SELECT ${cols} FROM ${this.ks}.queue_log WHERE ${where} LIMIT ?`,
+        [...params, limit],
+        {
+          ...this.read,
+          fetchSize: Math.min(limit, 1000),
+          pageState,
+        },
+      );
       for (const row of rs.rows) {
+        seen++;
         if (row["pos"] === null || row["kind"] === null) continue; // the static row alone
-        out.push({
-          pos: row["pos"] as number,
-          kind: row["kind"] as EventKind,
-          taskId: row["task_id"] as string,
-          seq: num(row["seq"]),
-          clientId: (row["client_id"] as boolean | null) ?? undefined,
-          value: sealedOf(row["key_id"], row["value"]),
-          token: sealedOf(row["token_key_id"], row["wf_token"]),
-          attempt: (row["attempt"] as number | null) ?? undefined,
-          maxAttempts: (row["max_attempts"] as number | null) ?? undefined,
-          state: (row["state"] as number | null) ?? undefined,
-          notBefore: num(row["not_before"]),
-          worker: (row["worker"] as string | null) ?? undefined,
-          leaseUntil: num(row["lease_until"]),
-          ttrMs: (row["ttr"] as number | null) ?? undefined,
-          leaseStart: num(row["lease_start"]),
-          expiresAt: num(row["expires_at"]) ?? 0,
-          progress: sealedOf(row["progress_key_id"], row["progress"]),
-          error: sealedOf(row["error_key_id"], row["error"]),
-          reason: (row["reason"] as string | null) ?? undefined,
-          cancelled: (row["cancelled"] as boolean | null) ?? undefined,
-          result: sealedOf(row["result_key_id"], row["result"]),
-        });
+        events.push(eventOf(row, position(ref.range, ref.bucket, row["pos"] as number)));
       }
       pageState = rs.pageState ?? undefined;
     } while (pageState);
-    return out;
+    return { events, done: seen < limit };
+  }
+
+  /** Every event of a partition from `fromPos` on. Used by a takeover, after sealing it. */
+  async readBucketAll(queue: string, ref: BucketRef, fromPos = 0): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = [];
+    let from = fromPos;
+    for (;;) {
+      const { events, done } = await this.readBucket(queue, ref, from, 5000);
+      out.push(...events);
+      if (done || events.length === 0) return out;
+      from = splitPosition(events[events.length - 1]!.at).pos + 1;
+    }
+  }
+
+  /** One event by its position (a task's source, an ack's outcome, a release's error). */
+  async readEvent(queue: string, at: number): Promise<StoredEvent | null> {
+    const { range, bucket, pos } = splitPosition(at);
+    const rs = await this.client.execute(
+      `SELECT pos, ${EVENT_COLUMNS.join(", ")} FROM ${this.ks}.queue_log
+       WHERE queue = ? AND range_id = ? AND bucket = ? AND pos = ?`,
+      [queue, long(range), bucket, pos],
+      this.read,
+    );
+    const row = rs.first();
+    if (!row || row["kind"] === null) return null;
+    return eventOf(row, at);
+  }
+
+  // ---- queue_checkpoint -------------------------------------------------------------------------
+
+  /** A checkpoint slot: its writer and version (serially read) and, when asked, its chunks. */
+  async readCheckpoint(queue: string, slot: number, withChunks: boolean): Promise<CheckpointSlot> {
+    const rs = await this.client.execute(
+      `SELECT chunk, range_id, version, chunks${withChunks ? ", snapshot" : ""} FROM ${this.ks}.queue_checkpoint
+       WHERE queue = ? AND slot = ?`,
+      [queue, slot],
+      { ...this.serialRead, fetchSize: 1000 },
+    );
+    const first = rs.first();
+    const count = (first?.["chunks"] as number | null) ?? 0;
+    const chunks: Buffer[] = [];
+    if (withChunks) {
+      for (const row of rs.rows) {
+        const i = row["chunk"] as number | null;
+        if (i !== null && i < count && Buffer.isBuffer(row["snapshot"])) chunks[i] = row["snapshot"] as Buffer;
+      }
+    }
+    return { rangeId: num(first?.["range_id"]) ?? null, version: num(first?.["version"]) ?? null, chunks };
+  }
+
+  /**
+   * Writes a snapshot into a slot in one conditional batch: applied only if the slot still has the
+   * version we last saw there, so a deposed owner can never overwrite a newer owner's checkpoint.
+   */
+  async writeCheckpoint(
+    queue: string,
+    slot: number,
+    expectedVersion: number | null,
+    rangeId: number,
+    version: number,
+    chunks: Buffer[],
+  ): Promise<boolean> {
+    const ttl = this.ownerTtl;
+    const queries: { query: string; params: unknown[] }[] = [
+      {
+        query: `UPDATE ${this.ks}.queue_checkpoint USING TTL ? SET range_id = ?, version = ?, chunks = ?
+                WHERE queue = ? AND slot = ? IF version = ?`,
+        params: [
+          ttl,
+          long(rangeId),
+          long(version),
+          chunks.length,
+          queue,
+          slot,
+          expectedVersion === null ? null : long(expectedVersion),
+        ],
+      },
+      ...chunks.map((snapshot, i) => ({
+        query: `INSERT INTO ${this.ks}.queue_checkpoint (queue, slot, chunk, snapshot) VALUES (?, ?, ?, ?) USING TTL ?`,
+        params: [queue, slot, i, snapshot, ttl],
+      })),
+    ];
+    const rs = await this.client.batch(queries, { ...this.write, logged: false });
+    return rs.wasApplied();
+  }
+
+  // ---- backlog_cancels --------------------------------------------------------------------------
+
+  /** Records that the waiting task whose source is at `at` was cancelled. */
+  async writeBacklogCancel(queue: string, at: number, expiresAt: number): Promise<void> {
+    const { range, bucket, pos } = splitPosition(at);
+    await this.client.execute(
+      `INSERT INTO ${this.ks}.backlog_cancels (queue, range_id, bucket, pos) VALUES (?, ?, ?, ?) USING TTL ?`,
+      [queue, long(range), bucket, pos, ttlUntil(expiresAt)],
+      this.idempotentWrite,
+    );
+  }
+
+  /** Positions of the cancelled waiting tasks whose sources are in a log partition. */
+  async readBacklogCancels(queue: string, ref: BucketRef): Promise<number[]> {
+    const rs = await this.client.execute(
+      `SELECT pos FROM ${this.ks}.backlog_cancels WHERE queue = ? AND range_id = ? AND bucket = ?`,
+      [queue, long(ref.range), ref.bucket],
+      { ...this.read, fetchSize: 10_000 },
+    );
+    return rs.rows.map(r => position(ref.range, ref.bucket, r["pos"] as number));
+  }
+
+  // ---- parked tasks: queue_due, queue_dead ---------------------------------------------------
+
+  async writeDue(queue: string, t: ParkedTask): Promise<void> {
+    await this.client.execute(
+      `INSERT INTO ${this.ks}.queue_due (queue, minute, part, due_at, pos, ${PARKED_COLUMNS.join(", ")})
+       VALUES (?, ?, ?, ?, ?, ${PARKED_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`,
+      [queue, long(t.slot), t.part, long(t.dueAt), long(t.pos), ...parkedParams(t), ttlUntil(t.expiresAt)],
+      this.idempotentWrite,
+    );
+  }
+
+  /** Marks a due row consumed out of order (a cancel); creates the mark alone if the row is not there yet. */
+  async markDueCancelled(
+    queue: string,
+    minute: number,
+    part: number,
+    dueAt: number,
+    pos: number,
+    expiresAt: number,
+  ): Promise<void> {
+    await this.client.execute(
+      `UPDATE ${this.ks}.queue_due USING TTL ? SET cancelled = true
+       WHERE queue = ? AND minute = ? AND part = ? AND due_at = ? AND pos = ?`,
+      [ttlUntil(expiresAt), queue, long(minute), part, long(dueAt), long(pos)],
+      this.idempotentWrite,
+    );
+  }
+
+  /** Due rows of one partition after (dueAt, pos), in due order, at most `limit`. */
+  async readDue(
+    queue: string,
+    minute: number,
+    part: number,
+    after: { dueAt: number; pos: number } | null,
+    limit: number,
+  ): Promise<{ rows: ParkedTask[]; done: boolean }> {
+    const cols = `due_at, pos, ${PARKED_COLUMNS.join(", ")}, cancelled`;
+    const base = `SELECT ${cols} FROM ${this.ks}.queue_due WHERE queue = ? AND minute = ? AND part = ?`;
+    const rs = after
+      ? await this.client.execute(
+          `${base} AND (due_at, pos) > (?, ?) LIMIT ?`,
+          [queue, long(minute), part, long(after.dueAt), long(after.pos), limit],
+          this.read,
+        )
+      : await this.client.execute(`${base} LIMIT ?`, [queue, long(minute), part, limit], this.read);
+    const rows: ParkedTask[] = [];
+    let last: { dueAt: number; pos: number } | null = null;
+    for (const row of rs.rows) {
+      const dueAt = num(row["due_at"]) ?? 0;
+      last = { dueAt, pos: num(row["pos"]) ?? 0 };
+      const t = parkedOf(row, minute, part, dueAt, "cancelled");
+      if (t) rows.push(t);
+      else rows.push({ ...placeholder(minute, part, last), consumed: true });
+    }
+    return { rows, done: rs.rows.length < limit };
+  }
+
+  async writeDead(queue: string, t: ParkedTask): Promise<void> {
+    await this.client.execute(
+      `INSERT INTO ${this.ks}.queue_dead (queue, hour, part, pos, ${PARKED_COLUMNS.join(", ")})
+       VALUES (?, ?, ?, ?, ${PARKED_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`,
+      [queue, long(t.slot), t.part, long(t.pos), ...parkedParams(t), ttlUntil(t.expiresAt)],
+      this.idempotentWrite,
+    );
+  }
+
+  /** Marks a dead row consumed (redriven or cancelled). */
+  async markDeadConsumed(queue: string, hour: number, part: number, pos: number, expiresAt: number): Promise<void> {
+    await this.client.execute(
+      `UPDATE ${this.ks}.queue_dead USING TTL ? SET consumed = true WHERE queue = ? AND hour = ? AND part = ? AND pos = ?`,
+      [ttlUntil(expiresAt), queue, long(hour), part, long(pos)],
+      this.idempotentWrite,
+    );
+  }
+
+  /** Dead rows of one partition after `afterPos`, oldest first, at most `limit`. */
+  async readDead(
+    queue: string,
+    hour: number,
+    part: number,
+    afterPos: number | null,
+    limit: number,
+  ): Promise<{ rows: ParkedTask[]; done: boolean }> {
+    const cols = `pos, ${PARKED_COLUMNS.join(", ")}, consumed`;
+    const base = `SELECT ${cols} FROM ${this.ks}.queue_dead WHERE queue = ? AND hour = ? AND part = ?`;
+    const rs =
+      afterPos === null
+        ? await this.client.execute(`${base} LIMIT ?`, [queue, long(hour), part, limit], this.read)
+        : await this.client.execute(
+            `${base} AND pos > ? LIMIT ?`,
+            [queue, long(hour), part, long(afterPos), limit],
+            this.read,
+          );
+    const rows: ParkedTask[] = [];
+    for (const row of rs.rows) {
+      const t = parkedOf(row, hour, part, 0, "consumed");
+      rows.push(t ?? { ...placeholder(hour, part, { dueAt: 0, pos: num(row["pos"]) ?? 0 }), consumed: true });
+    }
+    return { rows, done: rs.rows.length < limit };
+  }
+
+  /** One dead row, when it exists. */
+  async readDeadRow(queue: string, hour: number, part: number, pos: number): Promise<ParkedTask | null> {
+    const rs = await this.client.execute(
+      `SELECT pos, ${PARKED_COLUMNS.join(", ")}, consumed FROM ${this.ks}.queue_dead
+       WHERE queue = ? AND hour = ? AND part = ? AND pos = ?`,
+      [queue, long(hour), part, long(pos)],
+      this.read,
+    );
+    const row = rs.first();
+    return row ? parkedOf(row, hour, part, 0, "consumed") : null;
+  }
+
+  /** One due row, when it exists. */
+  async readDueRow(
+    queue: string,
+    minute: number,
+    part: number,
+    dueAt: number,
+    pos: number,
+  ): Promise<ParkedTask | null> {
+    const rs = await this.client.execute(
+      `SELECT due_at, pos, ${PARKED_COLUMNS.join(", ")}, cancelled FROM ${this.ks}.queue_due
+       WHERE queue = ? AND minute = ? AND part = ? AND due_at = ? AND pos = ?`,
+      [queue, long(minute), part, long(dueAt), long(pos)],
+      this.read,
+    );
+    const row = rs.first();
+    return row ? parkedOf(row, minute, part, dueAt, "cancelled") : null;
   }
 
   // ---- task_index ----------------------------------------------------------------------------
 
-  async readTaskIndex(queue: string, taskId: string): Promise<number | null> {
+  async readIndex(queue: string, taskId: string): Promise<IndexEntry | null> {
     const rs = await this.client.execute(
-      `SELECT seq FROM ${this.ks}.task_index WHERE queue = ? AND task_id = ?`,
+      `SELECT seq, pos, client_id, hint, hint_time, hint_part, hint_ref FROM ${this.ks}.task_index WHERE queue = ? AND task_id = ?`,
       [queue, taskId],
       this.read,
     );
     const row = rs.first();
-    return row ? (num(row["seq"]) ?? 0) : null;
+    if (!row || row["seq"] === null) return null;
+    const code = (row["hint"] as number | null) ?? 0;
+    const time = num(row["hint_time"]) ?? 0;
+    const part = (row["hint_part"] as number | null) ?? 0;
+    const ref = num(row["hint_ref"]) ?? 0;
+    let hint: ParkedHint = { kind: "none" };
+    if (code === HINT_CODE.delayed)
+      hint = { kind: "delayed", minute: Math.floor(time / 60_000) * 60_000, part, dueAt: time, pos: ref };
+    else if (code === HINT_CODE.dead) hint = { kind: "dead", hour: time, part, pos: ref };
+    else if (code === HINT_CODE.cancelled) hint = { kind: "cancelled" };
+    else if (code === HINT_CODE.delivered) hint = { kind: "delivered" };
+    return {
+      seq: num(row["seq"]) ?? 0,
+      pos: num(row["pos"]) ?? 0,
+      clientId: (row["client_id"] as boolean | null) ?? false,
+      hint,
+    };
   }
 
-  async writeTaskIndex(queue: string, taskId: string, seq: number, expiresAt: number): Promise<void> {
+  /**
+   * The task's source (at an add or a carry); clears any parked hint, or says it was delivered from
+   * one. Every task_index write is stamped with its event's log position, so the last event wins
+   * whatever order the writes land in (a late write of a deposed owner included).
+   */
+  async writeIndex(
+    queue: string,
+    taskId: string,
+    seq: number,
+    pos: number,
+    clientId: boolean,
+    expiresAt: number,
+    delivered = false,
+  ): Promise<void> {
     await this.client.execute(
-      `INSERT INTO ${this.ks}.task_index (queue, task_id, seq) VALUES (?, ?, ?) USING TTL ?`,
-      [queue, taskId, long(seq), ttlUntil(expiresAt)],
-      { ...this.write, isIdempotent: true },
+      `INSERT INTO ${this.ks}.task_index (queue, task_id, seq, pos, client_id, hint) VALUES (?, ?, ?, ?, ?, ?)
+       USING TTL ? AND TIMESTAMP ?`,
+      [
+        queue,
+        taskId,
+        long(seq),
+        long(pos),
+        clientId,
+        delivered ? HINT_CODE.delivered : HINT_CODE.none,
+        ttlUntil(expiresAt),
+        long(pos),
+      ],
+      this.idempotentWrite,
     );
+  }
+
+  /** Where the task went (a delayed or dead row, or cancelled), by the event at `at`. */
+  async writeHint(queue: string, taskId: string, hint: ParkedHint, at: number, expiresAt: number): Promise<void> {
+    let time = 0;
+    let part = 0;
+    let ref = 0;
+    if (hint.kind === "delayed") [time, part, ref] = [hint.dueAt, hint.part, hint.pos];
+    else if (hint.kind === "dead") [time, part, ref] = [hint.hour, hint.part, hint.pos];
+    await this.client.execute(
+      `UPDATE ${this.ks}.task_index USING TTL ? AND TIMESTAMP ? SET hint = ?, hint_time = ?, hint_part = ?, hint_ref = ?
+       WHERE queue = ? AND task_id = ?`,
+      [ttlUntil(expiresAt), long(at), HINT_CODE[hint.kind], long(time), part, long(ref), queue, taskId],
+      this.idempotentWrite,
+    );
+  }
+
+  // ---- pending_handovers ---------------------------------------------------------------------
+
+  /** Says whether the queue has workflow outcomes waiting to be handed over (for orphan adoption). */
+  async markHandovers(ownerId: string, serviceId: string, queue: string, pending: boolean): Promise<void> {
+    await this.client.execute(
+      `INSERT INTO ${this.ks}.pending_handovers (shard, queue, owner_id, service_id, pending) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
+      [handoverShard(queue), queue, ownerId, serviceId, pending, this.retentionSeconds],
+      this.idempotentWrite,
+    );
+  }
+
+  /** Every queue that said it has pending hand-overs. */
+  async listPendingHandovers(): Promise<{ ownerId: string; serviceId: string }[]> {
+    const out: { ownerId: string; serviceId: string }[] = [];
+    for (let shard = 0; shard < HANDOVER_SHARDS; shard++) {
+      const rs = await this.client.execute(
+        `SELECT owner_id, service_id, pending FROM ${this.ks}.pending_handovers WHERE shard = ?`,
+        [shard],
+        { ...this.read, fetchSize: 5000 },
+      );
+      for (const row of rs.rows) {
+        if (row["pending"] === true)
+          out.push({ ownerId: row["owner_id"] as string, serviceId: row["service_id"] as string });
+      }
+    }
+    return out;
   }
 
   // ---- owner_queues -------------------------------------------------------------------------
@@ -347,7 +856,7 @@ export class QueueStore {
     await this.client.execute(
       `INSERT INTO ${this.ks}.owner_queues (owner_id, service_id, seen_at) VALUES (?, ?, ?) USING TTL ?`,
       [ownerId, serviceId, new Date(), this.retentionSeconds],
-      { ...this.write, isIdempotent: true },
+      this.idempotentWrite,
     );
   }
 
@@ -373,4 +882,21 @@ export class QueueStore {
   async ping(): Promise<void> {
     await this.client.execute("SELECT release_version FROM system.local", [], this.read);
   }
+}
+
+/** A row with only a mark (its insert not landed yet, or expired): counts as consumed. */
+function placeholder(slot: number, part: number, key: { dueAt: number; pos: number }): Omit<ParkedTask, "consumed"> {
+  return {
+    slot,
+    part,
+    dueAt: key.dueAt,
+    pos: key.pos,
+    taskId: "",
+    seq: 0,
+    clientId: false,
+    body: { value: { keyId: "", blob: Buffer.alloc(0) } },
+    attempt: 0,
+    maxAttempts: 0,
+    expiresAt: 0,
+  };
 }

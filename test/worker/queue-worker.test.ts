@@ -151,11 +151,10 @@ test("cancelling a running task aborts the handler's signal; the task ends as ca
   );
   worker.on("failed", (_task, err) => failed.push(err));
   await waitFor(() => started, 20_000);
-  const cancelledAt = Date.now();
   expect(await call("cancel", { serviceId, taskId: "t-0" })).toMatchObject({ ok: true, state: "leased" });
-  await waitFor(() => failed.length === 1, 10_000);
-  // The next heartbeat (every timeToRecover / 3 = 0.5 s) brings the news.
-  expect(Date.now() - cancelledAt).toBeLessThan(5000);
+  // A heartbeat brings the news and aborts the handler (without it, the handler would end by its
+  // own 20 s timer with no abort reason).
+  await waitFor(() => failed.length === 1, 40_000);
   expect(failed[0]).toBeInstanceOf(TaskAbortedError);
   expect(failed[0]).toMatchObject({ type: "TASK_CANCELLED", taskId: "t-0" });
   await waitFor(async () => (await call("status", { serviceId, taskId: "t-0" })).state === "cancelled");
@@ -232,9 +231,9 @@ test("close() finishes or gives back every running task; none is lost or held tw
   await waitFor(() => first.activeCount > 0, 20_000);
   await sleep(400);
 
-  const closing = Date.now();
+  // After the 800 ms grace the slow tasks are aborted (had close waited for them, they would have
+  // finished and not failed with WORKER_CLOSED).
   await first.close(800);
-  expect(Date.now() - closing).toBeLessThan(800 + 3000);
   expect(first.isRunning).toBe(false);
   expect(failed.map(x => x.id).sort()).toEqual(["t-0", "t-1"]);
   expect(failed.every(x => x.err instanceof TaskAbortedError && x.err.type === "WORKER_CLOSED")).toBe(true);

@@ -1,0 +1,240 @@
+/**
+ * Rows derived from committed events: the task index, delayed and dead rows, and the marks that
+ * consume them. They are written after their event is committed, with plain idempotent writes keyed
+ * by that event's position, so writing one twice (a retry, a takeover redoing the replay, a late
+ * write of a deposed owner) changes nothing. A checkpoint waits for the barrier: every derived write
+ * of the events before it is durable (Invariant E in docs/ARCHITECTURE.md).
+ */
+import type { Sealed } from "../codec";
+import type { DerivedWrite, ParkedSpec } from "./recovery";
+import type { IndexEntry, ParkedHint, QueueStore } from "./store";
+import type { ParkedTask, TaskBody } from "./task";
+
+/** Reads a task's body and sealed fields back from the log by position. */
+export class BodyLoader {
+  constructor(
+    private readonly store: Pick<QueueStore, "readEvent">,
+    private readonly queue: string,
+  ) {}
+
+  async body(src: number): Promise<TaskBody> {
+    const e = await this.store.readEvent(this.queue, src);
+    if (!e?.value) throw new Error(`the source of a task (log position ${src}) is gone`);
+    return { value: e.value, token: e.token };
+  }
+
+  /** A sealed field (progress, error, result, token) of the event at `at`. */
+  async sealed(at: number, field: "progress" | "error" | "result" | "token"): Promise<Sealed | undefined> {
+    const e = await this.store.readEvent(this.queue, at);
+    return e?.[field];
+  }
+}
+
+export interface DerivedHooks {
+  /** A due or dead row is durable. */
+  rowDurable(table: "due" | "dead", row: ParkedTask): void;
+  /** The mark consuming the parked row parked at `pos` is durable. */
+  markDurable(pos: number): void;
+  /** The backlog_cancels row of a cancelled waiting task (source at `src`) is durable. */
+  cancelDurable(src: number): void;
+}
+
+const RETRIES = 6;
+
+/** task_index writes of one task that are not durable yet: its entry (source) and its latest hint. */
+export interface PendingIndex {
+  entry?: IndexEntry & { at: number };
+  hint?: { hint: ParkedHint; at: number };
+}
+
+/** What task_index says of a task once `pending` lands over `stored` (the later event wins, as in the table). */
+export function overlayIndex(pending: PendingIndex | undefined, stored: IndexEntry | null): IndexEntry | null {
+  if (!pending) return stored;
+  const e = pending.entry;
+  const base: IndexEntry | null = e ? { seq: e.seq, pos: e.pos, clientId: e.clientId, hint: e.hint } : stored;
+  if (!base) return null;
+  if (pending.hint && (!e || pending.hint.at > e.at)) return { ...base, hint: pending.hint.hint };
+  return base;
+}
+
+interface Job {
+  write: DerivedWrite;
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export class DerivedWriter {
+  private readonly queued: Job[] = [];
+  private readonly unfinished = new Set<Promise<void>>();
+  private active = 0;
+  private failure: Error | null = null;
+  /** task_index writes not durable yet, so that lookups in the meantime find them. */
+  private readonly pendingIndex = new Map<
+    string,
+    { entry?: IndexEntry & { at: number }; hint?: { hint: ParkedHint; at: number } }
+  >();
+
+  constructor(
+    private readonly store: QueueStore,
+    private readonly queue: string,
+    private readonly bodies: BodyLoader,
+    private readonly hooks: DerivedHooks,
+    private readonly onFailure: (reason: string) => void,
+    private readonly concurrency = 32,
+  ) {}
+
+  /** Starts (or queues) a derived write. */
+  enqueue(write: DerivedWrite): void {
+    if (this.failure) return;
+    if (write.kind === "index" || write.kind === "hint") {
+      const p = this.pendingIndex.get(write.taskId) ?? {};
+      if (write.kind === "index") {
+        p.entry = {
+          seq: write.seq,
+          pos: write.pos,
+          clientId: write.clientId,
+          hint: write.delivered ? { kind: "delivered" } : { kind: "none" },
+          at: write.pos,
+        };
+      } else p.hint = { hint: write.hint, at: write.at };
+      this.pendingIndex.set(write.taskId, p);
+    }
+    let resolve!: () => void;
+    let reject!: (err: Error) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    done.catch(() => undefined);
+    this.unfinished.add(done);
+    const settle = () => this.unfinished.delete(done);
+    done.then(settle, settle);
+    this.queued.push({ write, done, resolve, reject });
+    this.pump();
+  }
+
+  /**
+   * What task_index will say of a task once the writes in flight land. Take it before reading the
+   * stored row (`overlay` then applies it): a write that lands during the read is still counted.
+   */
+  pendingOf(taskId: string): PendingIndex | undefined {
+    const p = this.pendingIndex.get(taskId);
+    return p && { ...p };
+  }
+
+  /** Whether task_index writes of this task are in flight (the add, or a hint). */
+  hasPending(taskId: string): boolean {
+    return this.pendingIndex.has(taskId);
+  }
+
+  /** Whether the entry itself (not only a hint) is being written, so no read is needed. */
+  hasPendingEntry(taskId: string): boolean {
+    return this.pendingIndex.get(taskId)?.entry !== undefined;
+  }
+
+  /** Resolves once every write enqueued so far is durable; rejects if any failed for good. */
+  async barrier(): Promise<void> {
+    if (this.failure) throw this.failure;
+    await Promise.all([...this.unfinished]);
+    if (this.failure) throw this.failure;
+  }
+
+  get pending(): number {
+    return this.unfinished.size;
+  }
+
+  private pump(): void {
+    while (this.active < this.concurrency && this.queued.length > 0) {
+      const job = this.queued.shift()!;
+      this.active++;
+      void this.run(job).finally(() => {
+        this.active--;
+        this.pump();
+      });
+    }
+  }
+
+  private async run(job: Job): Promise<void> {
+    let lastError: Error | undefined;
+    for (let attempt = 0; attempt < RETRIES && !this.failure; attempt++) {
+      if (attempt > 0) await new Promise(r => setTimeout(r, 50 * 2 ** attempt));
+      try {
+        await this.apply(job.write);
+        job.resolve();
+        return;
+      } catch (err) {
+        lastError = err as Error;
+      }
+    }
+    const failure = this.failure ?? new Error(`a derived write (${job.write.kind}) failed: ${lastError?.message}`);
+    this.failure ??= failure;
+    job.reject(failure);
+    this.onFailure(failure.message);
+  }
+
+  private async apply(w: DerivedWrite): Promise<void> {
+    const q = this.queue;
+    switch (w.kind) {
+      case "index":
+        await this.store.writeIndex(q, w.taskId, w.seq, w.pos, w.clientId, w.expiresAt, w.delivered ?? false);
+        this.settleIndex(w.taskId, p => (p.entry?.at === w.pos ? { ...p, entry: undefined } : p));
+        return;
+      case "hint":
+        await this.store.writeHint(q, w.taskId, w.hint, w.at, w.expiresAt);
+        this.settleIndex(w.taskId, p => (p.hint?.at === w.at ? { ...p, hint: undefined } : p));
+        return;
+      case "due":
+      case "dead": {
+        const row = await this.rowOf(w.row);
+        if (w.kind === "due") await this.store.writeDue(q, row);
+        else await this.store.writeDead(q, row);
+        this.hooks.rowDurable(w.kind, row);
+        return;
+      }
+      case "dueCancel":
+        await this.store.markDueCancelled(q, w.minute, w.part, w.dueAt, w.pos, w.expiresAt);
+        this.hooks.markDurable(w.pos);
+        return;
+      case "deadConsume":
+        await this.store.markDeadConsumed(q, w.hour, w.part, w.pos, w.expiresAt);
+        this.hooks.markDurable(w.pos);
+        return;
+      case "backlogCancel":
+        await this.store.writeBacklogCancel(q, w.src, w.expiresAt);
+        this.hooks.cancelDurable(w.src);
+        return;
+    }
+  }
+
+  private settleIndex(taskId: string, change: (p: PendingIndex) => PendingIndex): void {
+    const p = this.pendingIndex.get(taskId);
+    if (!p) return;
+    const next = change(p);
+    if (!next.entry && !next.hint) this.pendingIndex.delete(taskId);
+    else this.pendingIndex.set(taskId, next);
+  }
+
+  /** The full parked row, its body (and error) read from the log when the event did not carry them. */
+  private async rowOf(spec: ParkedSpec): Promise<ParkedTask> {
+    const body = spec.body ?? (await this.bodies.body(spec.src));
+    const error =
+      spec.error ?? (spec.errorPos !== undefined ? await this.bodies.sealed(spec.errorPos, "error") : undefined);
+    return {
+      slot: spec.slot,
+      part: spec.part,
+      dueAt: spec.dueAt,
+      pos: spec.pos,
+      taskId: spec.taskId,
+      seq: spec.seq,
+      clientId: spec.clientId,
+      body,
+      attempt: spec.attempt,
+      maxAttempts: spec.maxAttempts,
+      expiresAt: spec.expiresAt,
+      error,
+      reason: spec.reason,
+      consumed: false,
+    };
+  }
+}

@@ -1,0 +1,266 @@
+/**
+ * The queues this node owns: acquiring them (one takeover at a time per queue), running requests
+ * on them, their timers (lease renewal, checkpoints, idle release), giving them up (on stop, on
+ * idle, when placement moves them) and dropping them when a write fails.
+ */
+import type { Sealed, ValueCodec } from "../codec";
+import { Handover, type HandoverTarget } from "./handover";
+import type { Membership } from "./membership";
+import type { QueueEngineOptions } from "./options";
+import type { OwnedQueue } from "./owned-queue";
+import { queueToShed } from "./placement";
+import type { QueueKey } from "./queue-key";
+import type { StateHooks } from "./queue-state";
+import { deadTasks, inspectTask, listTasks, queueStats, statusOf } from "./queue-views";
+import type { QueueStore } from "./store";
+import { takeOver } from "./takeover";
+import type { Task, TaskEventType } from "./task";
+import { sealContext, type QueueRequest } from "./wire";
+
+/** A notification about a task: metadata only, never its value. */
+export interface TaskEvent {
+  type: TaskEventType;
+  ownerId: string;
+  serviceId: string;
+  taskId: string;
+  attempt: number;
+  [extra: string]: unknown;
+}
+
+export interface HostDeps {
+  store: QueueStore;
+  options: QueueEngineOptions;
+  nodeId: string;
+  membership: Membership;
+  codec: ValueCodec;
+  handover: HandoverTarget;
+  publish(event: TaskEvent): void;
+  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; debug(...a: unknown[]): void };
+}
+
+const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v === undefined ? null : v), "utf8");
+
+/** What the workflow receives when a task with a token is cancelled. */
+function cancelledError(taskId: string): { type: string; message: string; taskId: string } {
+  return { type: "TASK_CANCELLED", message: "The task was cancelled", taskId };
+}
+
+export class QueueHost {
+  private readonly owned = new Map<string, { queue: OwnedQueue; renewedAt: number }>();
+  private readonly acquiring = new Map<string, Promise<OwnedQueue | { owner: string }>>();
+  private readonly handover: Handover;
+  private rebalanceTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(private readonly deps: HostDeps) {
+    this.handover = new Handover(deps.codec, deps.handover, deps.options, key => this.owned.get(key.id)?.queue);
+  }
+
+  start(): void {
+    this.rebalanceTimer = setInterval(() => void this.rebalance(), 1000);
+    this.rebalanceTimer.unref();
+  }
+
+  /** Hands every owned queue over (flushing and checkpointing first) so other nodes can take them at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.rebalanceTimer);
+    await Promise.allSettled([...this.owned.values()].map(o => this.release(o.queue.key)));
+  }
+
+  get(key: QueueKey): OwnedQueue | undefined {
+    return this.owned.get(key.id)?.queue;
+  }
+
+  keys(): QueueKey[] {
+    return [...this.owned.values()].map(o => o.queue.key);
+  }
+
+  get size(): number {
+    return this.owned.size;
+  }
+
+  /** Takes the queue over unless another live node owns it (then says which). One takeover at a time per queue. */
+  acquire(key: QueueKey): Promise<OwnedQueue | { owner: string }> {
+    const existing = this.owned.get(key.id);
+    if (existing) return Promise.resolve(existing.queue);
+    let pending = this.acquiring.get(key.id);
+    if (!pending) {
+      pending = this.doAcquire(key).finally(() => this.acquiring.delete(key.id));
+      this.acquiring.set(key.id, pending);
+    }
+    return pending;
+  }
+
+  private async doAcquire(key: QueueKey): Promise<OwnedQueue | { owner: string }> {
+    if (this.stopped) return { owner: "" };
+    const t0 = performance.now();
+    const result = await takeOver(key, {
+      store: this.deps.store,
+      options: this.deps.options,
+      nodeId: this.deps.nodeId,
+      isNodeAlive: id => this.deps.membership.isAlive(id),
+      hooks: k => this.hooksFor(k),
+      onFailure: (k, reason) => this.abandon(k, reason),
+      warn: m => this.deps.logger.warn(m),
+    });
+    if ("owner" in result) return result;
+    const queue = result.owned;
+    if (this.stopped) {
+      await queue.release().catch(() => undefined);
+      return { owner: "" };
+    }
+    this.owned.set(key.id, { queue, renewedAt: Date.now() });
+    queue.startTimers(() => void this.tick(key));
+    this.deps.logger.info(
+      `Queue ${key.id} taken over by ${this.deps.nodeId} (range ${queue.lease.rangeId}, ${Math.round(performance.now() - t0)} ms)`,
+    );
+    for (const t of queue.state.pendingHandovers()) this.handover.schedule(key, t);
+    return queue;
+  }
+
+  private hooksFor(key: QueueKey): StateHooks {
+    return {
+      handover: t => this.handover.schedule(key, t),
+      handoversPending: pending =>
+        void this.deps.store
+          .markHandovers(key.ownerId, key.serviceId, key.id, pending)
+          .catch(err =>
+            this.deps.logger.warn(`Recording pending hand-overs of ${key.id} failed: ${(err as Error).message}`),
+          ),
+      notify: (type: TaskEventType, t: Task, extra?: Record<string, unknown>) =>
+        this.deps.publish({
+          type,
+          ownerId: key.ownerId,
+          serviceId: key.serviceId,
+          taskId: t.id,
+          attempt: t.attempt,
+          ...extra,
+        }),
+    };
+  }
+
+  private async tick(key: QueueKey): Promise<void> {
+    const entry = this.owned.get(key.id);
+    if (!entry) return;
+    const { queue } = entry;
+    const now = Date.now();
+    if (now - queue.state.lastUsed > this.deps.options.idleReleaseMs && queue.state.pendingHandovers().length === 0) {
+      await this.release(key);
+      return;
+    }
+    const renew = now - entry.renewedAt >= this.deps.options.ownerLeaseMs / 3;
+    try {
+      await queue.tick(renew);
+      if (renew) entry.renewedAt = now;
+    } catch (err) {
+      this.abandon(key, `lease renewal failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Drops the queue from this node after a failed write or a lost lease; the next call re-acquires. */
+  abandon(key: QueueKey, reason: string): void {
+    const entry = this.owned.get(key.id);
+    if (!entry) return;
+    this.owned.delete(key.id);
+    entry.queue.abandon(reason);
+    this.deps.logger.warn(`Queue ${key.id} abandoned by ${this.deps.nodeId}: ${reason}`);
+  }
+
+  /** Gives the queue up cleanly so that the next owner replays nothing. */
+  async release(key: QueueKey): Promise<void> {
+    const entry = this.owned.get(key.id);
+    if (!entry) return;
+    this.owned.delete(key.id);
+    try {
+      await entry.queue.release();
+    } catch (err) {
+      entry.queue.abandon(`release failed: ${(err as Error).message}`);
+      this.deps.logger.warn(`Queue ${key.id} could not be released cleanly: ${(err as Error).message}`);
+    }
+  }
+
+  /** Placement: an owner over the cap gives one queue away per second, once membership is stable. */
+  private async rebalance(): Promise<void> {
+    const m = this.deps.membership;
+    if (this.stopped || m.stableFor() < this.deps.options.rebalanceAfterMs) return;
+    const mine = [...this.owned.keys()];
+    const shed = queueToShed(this.deps.nodeId, mine, m.live());
+    if (!shed) return;
+    const entry = this.owned.get(shed);
+    if (!entry) return;
+    this.deps.logger.info(`Queue ${shed} given away by ${this.deps.nodeId} to balance the nodes`);
+    await this.release(entry.queue.key);
+  }
+
+  // ---- requests on an owned queue ----------------------------------------------------------------
+
+  /** Runs a request on a queue this node owns. */
+  async run(queue: OwnedQueue, r: QueueRequest, caller: unknown): Promise<unknown> {
+    const state = queue.state;
+    const retentionMs = this.deps.options.retentionSeconds * 1000;
+    const seal = (t: Task, field: string, value: unknown): Promise<Sealed> =>
+      this.deps.codec.seal(sealContext(r.key, t.id, field), json(value), caller);
+    switch (r.op) {
+      case "add":
+        await state.add({
+          taskId: r.taskId,
+          clientId: r.clientId,
+          value: r.value,
+          token: r.token,
+          expiresAt: r.expiresAt,
+          notBefore: r.notBefore,
+          maxAttempts: r.maxAttempts,
+          checkIndex: r.retry,
+        });
+        return true;
+      case "fetch":
+        return state.fetch(r.worker, r.timeToRecoverMs, r.waitMs);
+      case "ack":
+        return state.ack(r.worker, r.taskId, r.failed, t => seal(t, "result", r.outcome));
+      case "update":
+        return state.update(
+          r.worker,
+          r.taskId,
+          r.progress === undefined ? undefined : t => seal(t, "progress", r.progress),
+        );
+      case "release":
+        return state.release(
+          r.worker,
+          r.taskId,
+          r.delayMs,
+          r.error === undefined ? undefined : t => seal(t, "error", r.error),
+        );
+      case "cancel":
+        return state.cancel(r.taskId, t => seal(t, "result", { error: cancelledError(t.id), meta: {} }));
+      case "dead":
+        return (await deadTasks(state, r.limit)).map(d => ({
+          taskId: d.taskId,
+          attempt: d.attempt,
+          reason: d.reason,
+          error: d.error,
+          expiresAt: d.expiresAt,
+        }));
+      case "redrive":
+        return state.redrive(r.taskIds);
+      case "purge":
+        return state.purge();
+      case "status":
+        return statusOf(state, r.taskId);
+      case "stats":
+        return queueStats(state, retentionMs);
+      case "tasks":
+        return listTasks(state, r.state, r.offset, r.limit);
+      case "inspect":
+        return inspectTask(state, r.taskId);
+    }
+  }
+
+  /** Ready tasks per owned queue (without reading anything), for the depth gauge. */
+  depths(): { serviceId: string; ready: number }[] {
+    return [...this.owned.values()].map(({ queue }) => ({
+      serviceId: queue.key.serviceId,
+      ready: queue.state.backlogView.count + queue.state.inFlightTasks().filter(t => t.state === "ready").length,
+    }));
+  }
+}
