@@ -29,6 +29,8 @@ export interface LauncherOptions {
   listenAddress?: string;
   /** Seed addresses ("host:storagePort", comma separated) for a multi-node cluster. @defaultValue the node itself */
   seeds?: string;
+  /** The node's token (each node of a cluster needs its own). @defaultValue "0" */
+  initialToken?: string;
   /** Node data folder. Kept when given; a fresh one, removed by stop(), otherwise. @defaultValue CASSANDRA_DATA_DIR */
   dataDir?: string;
   /** JVM heap (-Xms and -Xmx). @defaultValue CASSANDRA_HEAP or "1G" */
@@ -184,6 +186,7 @@ interface JvmSettings {
   nativePort: number;
   storagePort: number;
   seeds: string;
+  initialToken: string;
   heap: string;
   commitlogSync: "periodic" | "batch";
   javaPath: string;
@@ -250,6 +253,138 @@ async function jvmCassandra(
   };
 }
 
+/** One node of a local cluster, which a fault run can kill and start again. */
+export interface ClusterNode {
+  address: string;
+  contactPoint: string;
+  dataDir: string;
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  /** Sends a signal to the node's JVM (SIGKILL for a crash, SIGSTOP / SIGCONT for a pause). */
+  signal(signal: NodeJS.Signals): void;
+  /** Starts the node again on its data (after a kill or a stop), and waits until it answers CQL. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface LocalCluster {
+  contactPoints: string[];
+  localDataCenter: string;
+  nodes: ClusterNode[];
+  stop(): Promise<void>;
+}
+
+export interface ClusterOptions extends Pick<
+  LauncherOptions,
+  "cacheDir" | "commitlogSync" | "javaPath" | "mvnPath" | "log"
+> {
+  /** How many nodes. @defaultValue 3 */
+  nodes?: number;
+  /** The nodes bind 127.0.0.<firstHost>, <firstHost + 1>... @defaultValue 2 */
+  firstHost?: number;
+  /** Where the nodes' data folders go (one sub-folder each); kept. @defaultValue `<cache>/cluster` */
+  dataRoot?: string;
+  /** Heap of each node. @defaultValue "512M" */
+  heap?: string;
+  nativePort?: number;
+  storagePort?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Evenly spaced Murmur3 tokens, one per node. */
+export function clusterTokens(n: number): string[] {
+  const span = 2n ** 64n / BigInt(n);
+  return Array.from({ length: n }, (_, i) => String(-(2n ** 63n) + span * BigInt(i)));
+}
+
+/**
+ * Starts an N-node Cassandra cluster in local JVMs on loopback addresses (127.0.0.2, .3, ... by
+ * default), each with its own token, data folder and a small heap, the first node as seed. The
+ * nodes start one after another (each must answer CQL before the next starts).
+ */
+export async function startLocalCluster(options: ClusterOptions = {}): Promise<LocalCluster> {
+  const env = options.env ?? process.env;
+  const log = options.log ?? stderrLog;
+  const n = options.nodes ?? 3;
+  const firstHost = options.firstHost ?? 2;
+  const cacheDir = resolve(options.cacheDir ?? defaultCacheDir());
+  const dataRoot = resolve(options.dataRoot ?? join(cacheDir, "cluster"));
+  const nativePort = options.nativePort ?? 9042;
+  const storagePort = options.storagePort ?? 7000;
+  const tokens = clusterTokens(n);
+  const addresses = Array.from({ length: n }, (_, i) => `127.0.0.${firstHost + i}`);
+  const seeds = `${addresses[0]}:${storagePort}`;
+  const settings: JvmSettings[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = await jvmSettings(
+      {
+        cacheDir,
+        listenAddress: addresses[i],
+        nativePort,
+        storagePort,
+        seeds,
+        initialToken: tokens[i],
+        dataDir: join(dataRoot, `node${i + 1}`),
+        heap: options.heap ?? "512M",
+        commitlogSync: options.commitlogSync,
+        javaPath: options.javaPath,
+        mvnPath: options.mvnPath,
+      },
+      env,
+    );
+    settings.push(s);
+  }
+  checkJava(settings[0]!.javaPath, env);
+  await fetchCassandraJars({ cacheDir, mvnPath: settings[0]!.mvnPath, env, log });
+
+  const nodes: ClusterNode[] = settings.map(s => {
+    let jvm: RunningJvm | undefined;
+    const contactPoint = `${s.listenAddress}:${s.nativePort}`;
+    return {
+      address: s.listenAddress,
+      contactPoint,
+      dataDir: s.dataDir,
+      get pid() {
+        return jvm?.pid;
+      },
+      get running() {
+        return jvm !== undefined && !jvm.hasExited();
+      },
+      signal(signal: NodeJS.Signals) {
+        if (jvm?.pid !== undefined && !jvm.hasExited()) process.kill(jvm.pid, signal);
+      },
+      async start() {
+        if (jvm && !jvm.hasExited()) return;
+        const taken = await portsInUse(s.listenAddress, [s.nativePort, s.storagePort]);
+        if (taken.length > 0) {
+          throw new CassandraLaunchError(
+            `Port ${taken.join(" and ")} on ${s.listenAddress} is already in use: another cluster is running there`,
+          );
+        }
+        writeConfiguration(s);
+        const t0 = Date.now();
+        log(`starting cluster node ${s.listenAddress} (token ${s.initialToken}, data ${s.dataDir})…`);
+        jvm = startJvm(s, env, false);
+        await waitForCql(jvm, contactPoint, 300_000);
+        log(`cluster node ${s.listenAddress} ready in ${seconds(t0)} s`);
+      },
+      async stop() {
+        await jvm?.stop();
+      },
+    };
+  });
+  const stopAll = async () => {
+    await Promise.all(nodes.map(node => node.stop()));
+  };
+  try {
+    for (const node of nodes) await node.start();
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  return { contactPoints: nodes.map(node => node.contactPoint), localDataCenter: LOCAL_DC, nodes, stop: stopAll };
+}
+
 async function jvmSettings(options: LauncherOptions, env: NodeJS.ProcessEnv): Promise<JvmSettings> {
   const cacheDir = resolve(options.cacheDir ?? defaultCacheDir());
   const listenAddress = options.listenAddress ?? "127.0.0.1";
@@ -282,6 +417,7 @@ async function jvmSettings(options: LauncherOptions, env: NodeJS.ProcessEnv): Pr
     nativePort,
     storagePort,
     seeds: options.seeds ?? `${listenAddress}:${storagePort}`,
+    initialToken: options.initialToken ?? "0",
     heap,
     commitlogSync,
     javaPath: options.javaPath ?? (env.JAVA_HOME ? join(env.JAVA_HOME, "bin", "java") : "java"),
@@ -400,10 +536,12 @@ function writeConfiguration(s: JvmSettings): void {
       ? ["commitlog_sync: periodic", "commitlog_sync_period: 10000ms"]
       : ["commitlog_sync: batch"];
   const yaml = [
-    "# Generated by lib/cassandra/launcher.ts for a single local development/test node.",
+    "# Generated by lib/cassandra/launcher.ts for a local development/test node.",
     "cluster_name: dev",
     "num_tokens: 1",
-    "initial_token: 0",
+    `initial_token: ${s.initialToken}`,
+    // The nodes of a local cluster start together, empty, each with its own token: nothing to stream.
+    "auto_bootstrap: false",
     "partitioner: org.apache.cassandra.dht.Murmur3Partitioner",
     ...syncLines,
     "endpoint_snitch: SimpleSnitch",

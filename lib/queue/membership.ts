@@ -85,6 +85,12 @@ export class Membership {
     this.noteChanges();
   }
 
+  /** This node just sent a queue to `nodeId` to take over: count it there until its next beat says. */
+  placed(nodeId: string): void {
+    const peer = this.peers.get(nodeId);
+    if (peer) peer.owned++;
+  }
+
   /** Moleculer reported the node gone. */
   disconnected(nodeId: string): void {
     this.peers.delete(nodeId);

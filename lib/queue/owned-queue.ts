@@ -38,6 +38,8 @@ export class OwnedQueue {
   private readonly parked: Parked;
   private timer: NodeJS.Timeout | undefined;
   private dropped = false;
+  /** What the takeover that built this queue read and rewrote (it never grows with the backlog). */
+  readonly takeover: { events: number; derived: number };
 
   constructor(
     readonly key: QueueKey,
@@ -48,6 +50,7 @@ export class OwnedQueue {
     private readonly deps: OwnedQueueDeps,
   ) {
     const { store, options } = deps;
+    this.takeover = { events: recovered.replayed, derived: recovered.redo.length };
     const retentionMs = options.retentionSeconds * 1000;
     const fail = (reason: string) => this.deps.onFailure(reason);
     this.log = new EventLog(store, lease, options, start, fail);

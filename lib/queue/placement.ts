@@ -1,8 +1,10 @@
 /**
  * Which node should own a queue nobody owns, and which queue an overloaded owner gives away.
  * Rendezvous hashing (each queue ranks the nodes by hash(queue, node)) with a load cap of
- * ceil(owned / nodes) + 1: a joining node receives about its share, a leaving node's queues spread
- * over the others, and nothing moves while membership is stable. Pure functions; routing only.
+ * ceil(owned / nodes), the even share: a new queue goes to the first node in its order that is
+ * under the cap, an owner over it gives queues away. A joining node so receives its share, a
+ * leaving node's queues spread over the others, and nothing moves while membership and the number
+ * of queues stay the same. Pure functions; routing only.
  */
 
 /** A 53-bit string hash (cyrb53): stable across processes and platforms. */
@@ -32,10 +34,10 @@ export interface NodeLoad {
   owned: number;
 }
 
-/** Most queues one node should own: the even share, plus one. */
+/** Most queues one node should own: the even share (rounded up). */
 export function loadCap(nodes: readonly NodeLoad[], extra = 0): number {
   const total = nodes.reduce((n, x) => n + x.owned, 0) + extra;
-  return Math.ceil(total / Math.max(1, nodes.length)) + 1;
+  return Math.ceil(total / Math.max(1, nodes.length));
 }
 
 /** Where a queue nobody owns goes: the first node in its order that is under the cap. */

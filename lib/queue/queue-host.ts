@@ -48,6 +48,8 @@ function cancelledError(taskId: string): { type: string; message: string; taskId
 export class QueueHost {
   private readonly owned = new Map<string, { queue: OwnedQueue; renewedAt: number }>();
   private readonly acquiring = new Map<string, Promise<OwnedQueue | { owner: string }>>();
+  /** Queues being given up: this node must not take them straight back (placement decides where they go). */
+  private readonly releasing = new Map<string, Promise<void>>();
   private readonly handover: Handover;
   private rebalanceTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -94,6 +96,11 @@ export class QueueHost {
 
   private async doAcquire(key: QueueKey): Promise<OwnedQueue | { owner: string }> {
     if (this.stopped) return { owner: "" };
+    const releasing = this.releasing.get(key.id);
+    if (releasing) {
+      await releasing;
+      return { owner: "" };
+    }
     const t0 = performance.now();
     const result = await takeOver(key, {
       store: this.deps.store,
@@ -113,7 +120,8 @@ export class QueueHost {
     this.owned.set(key.id, { queue, renewedAt: Date.now() });
     queue.startTimers(() => void this.tick(key));
     this.deps.logger.info(
-      `Queue ${key.id} taken over by ${this.deps.nodeId} (range ${queue.lease.rangeId}, ${Math.round(performance.now() - t0)} ms)`,
+      `Queue ${key.id} taken over by ${this.deps.nodeId} (range ${queue.lease.rangeId}, ${queue.takeover.events} events ` +
+        `replayed, ${queue.takeover.derived} derived rows rewritten, ${Math.round(performance.now() - t0)} ms)`,
     );
     for (const t of queue.state.pendingHandovers()) this.handover.schedule(key, t);
     return queue;
@@ -172,25 +180,31 @@ export class QueueHost {
     const entry = this.owned.get(key.id);
     if (!entry) return;
     this.owned.delete(key.id);
+    const done = entry.queue.release().catch((err: Error) => {
+      entry.queue.abandon(`release failed: ${err.message}`);
+      this.deps.logger.warn(`Queue ${key.id} could not be released cleanly: ${err.message}`);
+    });
+    this.releasing.set(key.id, done);
     try {
-      await entry.queue.release();
-    } catch (err) {
-      entry.queue.abandon(`release failed: ${(err as Error).message}`);
-      this.deps.logger.warn(`Queue ${key.id} could not be released cleanly: ${(err as Error).message}`);
+      await done;
+    } finally {
+      this.releasing.delete(key.id);
     }
   }
 
-  /** Placement: an owner over the cap gives one queue away per second, once membership is stable. */
+  /** Placement: an owner over the cap gives queues away (two a second at most), once membership is stable. */
   private async rebalance(): Promise<void> {
     const m = this.deps.membership;
     if (this.stopped || m.stableFor() < this.deps.options.rebalanceAfterMs) return;
-    const mine = [...this.owned.keys()];
-    const shed = queueToShed(this.deps.nodeId, mine, m.live());
-    if (!shed) return;
-    const entry = this.owned.get(shed);
-    if (!entry) return;
-    this.deps.logger.info(`Queue ${shed} given away by ${this.deps.nodeId} to balance the nodes`);
-    await this.release(entry.queue.key);
+    // Two at most per second: the loads other nodes report are half a second old.
+    for (let i = 0; i < 2; i++) {
+      const mine = [...this.owned.keys()];
+      const shed = queueToShed(this.deps.nodeId, mine, m.live());
+      const entry = shed && this.owned.get(shed);
+      if (!entry) return;
+      this.deps.logger.info(`Queue ${shed} given away by ${this.deps.nodeId} to balance the nodes`);
+      await this.release(entry.queue.key);
+    }
   }
 
   // ---- requests on an owned queue ----------------------------------------------------------------

@@ -69,6 +69,8 @@ export interface Recovered {
   /** Tasks that ended during the replay, for `status`. */
   ended: Map<string, PublicState>;
   redo: DerivedWrite[];
+  /** How many events were folded onto the snapshot. */
+  replayed: number;
 }
 
 export function emptySnapshot(): Snapshot {
@@ -410,5 +412,5 @@ export function recover(
   const cursorRange = splitPosition(backlog.cursor).range;
   backlog.segments = mergeSegments(backlog.segments, partitions).filter(seg => seg.range >= cursorRange);
   parked.due = parked.due.filter(d => d.count > 0 || d.written > 0);
-  return { nextSeq, backlog, parked, inflight, lastAcked, completions: s.completions, ended, redo };
+  return { nextSeq, backlog, parked, inflight, lastAcked, completions: s.completions, ended, redo, replayed: events.length };
 }

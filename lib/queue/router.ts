@@ -67,7 +67,7 @@ export class Router {
           continue;
         }
       }
-      const target = await this.resolve(r.key);
+      const { target, placed } = await this.resolve(r.key);
       if (target === this.link.nodeId) {
         let got;
         try {
@@ -93,7 +93,7 @@ export class Router {
       }
       try {
         const timeout = this.options.forwardTimeoutMs + (r.op === "fetch" ? r.waitMs : 0);
-        const answer = await this.link.forward(target, requestToWire(r), caller, timeout);
+        const answer = await this.link.forward(target, { ...requestToWire(r), placed }, caller, timeout);
         // It answered, so it owns the queue now (it took it over if placement sent us there).
         this.routes.set(r.key.id, target);
         return resultFromWire(r.op, answer);
@@ -122,25 +122,36 @@ export class Router {
     throw lastError instanceof Error ? lastError : new OwnershipLostError(request.key.id, "no owner could be reached");
   }
 
-  /** The node that should serve the queue: its live owner, else the one placement picks. */
-  private async resolve(key: QueueKey): Promise<string> {
+  /**
+   * The node that should serve the queue: its live owner (`placed` false), else the one placement
+   * picks (`placed` true: that node may take the queue over).
+   */
+  private async resolve(key: QueueKey): Promise<{ target: string; placed: boolean }> {
     const self = this.link.nodeId;
     const cached = this.routes.get(key.id);
-    if (cached && cached !== self && this.membership.isAlive(cached)) return cached;
+    if (cached && cached !== self && this.membership.isAlive(cached)) return { target: cached, placed: false };
     const row = await this.store.readOwner(key.id);
     if (row && ownedElsewhere(row, { nodeId: self, isNodeAlive: id => this.membership.isAlive(id) })) {
       this.routes.set(key.id, row.node);
-      return row.node;
+      return { target: row.node, placed: false };
     }
     this.routes.delete(key.id);
-    return placeQueue(key.id, this.membership.live()) ?? self;
+    const target = placeQueue(key.id, this.membership.live()) ?? self;
+    if (target !== self) this.membership.placed(target);
+    return { target, placed: true };
   }
 
-  /** Runs a request another node forwarded here: on this node's queue, taken over if nobody alive owns it. */
+  /**
+   * Runs a request another node forwarded here: on this node's queue, or taken over when the caller
+   * chose this node by placement. A caller that only thought this node owned the queue (a route it
+   * remembered) is told it does not, and looks again: so a queue this node gave away is placed
+   * anew instead of coming straight back.
+   */
   async executeForwarded(wire: WireRequest, caller: unknown): Promise<unknown> {
     const r = requestFromWire(wire);
     let owned = this.host.get(r.key);
     if (!owned) {
+      if (wire["placed"] !== true) throw new NotOwnerError(r.key.id, null);
       const got = await this.host.acquire(r.key);
       if ("owner" in got) throw new NotOwnerError(r.key.id, got.owner || null);
       owned = got;

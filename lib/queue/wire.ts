@@ -90,8 +90,16 @@ const fromWire = (w: WireSealed): Sealed => ({ keyId: String(w.keyId), blob: Buf
 const opt = <A, B>(v: A | undefined, f: (a: A) => B): B | undefined =>
   v === undefined || v === null ? undefined : f(v);
 
-/** A request as JSON can carry it: the queue as its two parts, sealed values as base64. */
-export type WireRequest = Record<string, unknown> & { op: QueueRequest["op"]; ownerId: string; serviceId: string };
+/**
+ * A request as JSON can carry it: the queue as its two parts, sealed values as base64; `placed`
+ * when the sender chose the receiver by placement (it may take the queue over).
+ */
+export type WireRequest = Record<string, unknown> & {
+  op: QueueRequest["op"];
+  ownerId: string;
+  serviceId: string;
+  placed?: boolean;
+};
 
 export function requestToWire(r: QueueRequest): WireRequest {
   const { key, ...rest } = r;
@@ -104,7 +112,7 @@ export function requestToWire(r: QueueRequest): WireRequest {
 }
 
 export function requestFromWire(w: WireRequest): QueueRequest {
-  const { ownerId, serviceId, ...rest } = w;
+  const { ownerId, serviceId, placed: _placed, ...rest } = w;
   const r = { ...rest, key: queueKey(String(ownerId), String(serviceId)) } as Record<string, unknown>;
   if (w.op === "add") {
     r["value"] = fromWire(w["value"] as WireSealed);

@@ -7,9 +7,15 @@ const f = queueFixture("job_shutdown", { nodes: 2, engine: { ownerLeaseMs: 60_00
 
 test("the other node serves the queue right after the owner stops", async () => {
   const serviceId = randomUUID();
-  const [first, second] = f.brokers as [(typeof f.brokers)[0], (typeof f.brokers)[0]];
   const meta = { meta: { ownerId: "owner-1" } };
-  await first.call("worker.queue.add", { serviceId, value: "a" }, meta);
+  await f.brokers[0]!.call("worker.queue.add", { serviceId, value: "a" }, meta);
+  // Placement chose the owner: stop that one, serve through the other.
+  const owns = (b: (typeof f.brokers)[0]) =>
+    (b.getLocalService("worker.queue") as unknown as { engine: { ownedQueues(): string[] } }).engine
+      .ownedQueues()
+      .includes(`owner-1/${serviceId}`);
+  const first = f.brokers.find(owns)!;
+  const second = f.brokers.find(b => b !== first)!;
   await first.call("worker.queue.add", { serviceId, value: "b" }, meta);
   expect(await first.call("worker.queue.fetch", { serviceId, workerId: "w1", timeToRecover: 120 }, meta)).toBe("a");
   await first.stop();
