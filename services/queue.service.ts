@@ -388,13 +388,14 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
        */
       async isQueueNode(nodeID: string): Promise<"yes" | "no" | "unknown"> {
         const registry = (this.broker as ServiceBroker).registry;
+        // A node that just started may be known before its queue service is (its services are
+        // announced as they start): give it the same moment either way.
         for (let waited = 0; waited < 3000; waited += 50) {
           if (registry.hasService(name, nodeID)) return "yes";
-          const node = registry.nodes.get(nodeID);
-          if (node?.available && node.services?.length) return "no";
           await new Promise(r => setTimeout(r, 50));
         }
-        return "unknown";
+        const node = registry.nodes.get(nodeID);
+        return node?.available && node.services?.length ? "no" : "unknown";
       },
       countOperation(action: string, outcome: string) {
         if (action === "shardExec" || !this.broker.isMetricsEnabled()) return;
@@ -457,6 +458,7 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           (broker.registry.getServiceList({ onlyAvailable: true }) as { name: string; nodeID: string }[])
             .filter(s => s.name === name)
             .map(s => s.nodeID),
+        isNodeAvailable: id => broker.registry.nodes.get(id)?.available === true,
         completeWorkflow: async ({ token, result, error, meta, taskId }) => {
           await broker.call(
             `${activity}.completed`,

@@ -232,7 +232,8 @@ export class Backlog {
   /** A fetch wants a task from the backlog: the window grows to meet demand. */
   demand(now = Date.now()): void {
     this.lastDemand = now;
-    if (this.windowSize === 0 && this.waiting > 0) {
+    // A window drained to half before its refill came back is too small for the demand.
+    if (this.windowSize * 2 < this.target || (this.windowSize === 0 && this.waiting > 0)) {
       this.target = Math.min(this.deps.limits.windowMax, Math.max(MIN_TARGET, this.target * 2));
     }
     this.fill();
@@ -250,7 +251,8 @@ export class Backlog {
   }
 
   /** Takes the head (after peek returned it): it is being delivered. */
-  take(): Task {
+  take(now = Date.now()): Task {
+    this.lastDemand = now;
     const t = this.dropHead();
     this.compact();
     this.prune();
@@ -470,8 +472,10 @@ export class Backlog {
   private async readPage(): Promise<void> {
     const from = this.readEnd;
     const before = this.deps.log.committedEnd;
+    // About as many rows as the window has room for: the log between sources is mostly sources,
+    // and whatever is read beyond the room is read again later.
     const room = Math.max(1, this.target - this.windowSize);
-    const { events, next, end } = await this.deps.reader.read(from, before, Math.min(1000, room * 2 + 16));
+    const { events, next, end } = await this.deps.reader.read(from, before, Math.min(1000, room + 8));
     if (events[0]) await this.loadCancels(events[0].at);
     // The window may have changed meanwhile (a purge, an eviction): then this page is stale.
     if (this.readEnd !== from) return;

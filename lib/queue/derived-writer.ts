@@ -69,6 +69,8 @@ export class DerivedWriter {
   private readonly unfinished = new Set<Promise<void>>();
   private active = 0;
   private failure: Error | null = null;
+  private readonly roomWaiters: (() => void)[] = [];
+  private readonly highWater: number;
   /** task_index writes not durable yet, so that lookups in the meantime find them. */
   private readonly pendingIndex = new Map<
     string,
@@ -82,7 +84,9 @@ export class DerivedWriter {
     private readonly hooks: DerivedHooks,
     private readonly onFailure: (reason: string) => void,
     private readonly concurrency = 32,
-  ) {}
+  ) {
+    this.highWater = 4 * concurrency;
+  }
 
   /** Starts (or queues) a derived write. */
   enqueue(write: DerivedWrite): void {
@@ -108,7 +112,10 @@ export class DerivedWriter {
     });
     done.catch(() => undefined);
     this.unfinished.add(done);
-    const settle = () => this.unfinished.delete(done);
+    const settle = () => {
+      this.unfinished.delete(done);
+      this.makeRoom();
+    };
     done.then(settle, settle);
     this.queued.push({ write, done, resolve, reject });
     this.pump();
@@ -142,6 +149,21 @@ export class DerivedWriter {
 
   get pending(): number {
     return this.unfinished.size;
+  }
+
+  /**
+   * Resolves when fewer than `highWater` writes are waiting: appenders that create derived rows wait
+   * here, so a burst of adds is paced by what Cassandra absorbs instead of piling up in memory.
+   */
+  room(): Promise<void> {
+    if (this.unfinished.size < this.highWater || this.failure) return Promise.resolve();
+    return new Promise(resolve => this.roomWaiters.push(resolve));
+  }
+
+  /** Lets waiting appenders go on, one per free place (all of them once nothing is pending). */
+  private makeRoom(): void {
+    const free = this.failure || this.unfinished.size === 0 ? Infinity : this.highWater - this.unfinished.size;
+    for (let i = 0; i < free && this.roomWaiters.length > 0; i++) this.roomWaiters.shift()!();
   }
 
   private pump(): void {

@@ -6,7 +6,7 @@
  */
 import { errors, types, type Client } from "cassandra-driver";
 import type { ValueCodec } from "../codec";
-import { StorageError, StorageUnavailableError } from "../errors";
+import { ConfigurationError, StorageError, StorageUnavailableError } from "../errors";
 import type { HandoverTarget } from "./handover";
 import { Membership, type Beat } from "./membership";
 import { defaultEngineOptions, type QueueEngineOptions } from "./options";
@@ -40,6 +40,8 @@ export interface Cluster extends HandoverTarget {
   beat(beat: Beat): void;
   /** The nodes Moleculer lists as running the queue service. */
   queueNodes(): string[];
+  /** Whether Moleculer lists the node as connected. */
+  isNodeAvailable(nodeId: string): boolean;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; debug(...a: unknown[]): void };
 }
 
@@ -62,6 +64,9 @@ export interface DeadTask {
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v === undefined ? null : v), "utf8");
 const unjson = (b: Buffer): unknown => JSON.parse(b.toString("utf8"));
 
+/** Events per log partition at most: a log position keeps 14 bits for the place in its partition. */
+const MAX_BUCKET_EVENTS = 2 ** 14;
+
 /** How often each node looks for queues with pending hand-overs that nobody owns. */
 const ORPHAN_SCAN_MS = 10_000;
 
@@ -82,13 +87,19 @@ export class QueueEngine {
     options: Partial<QueueEngineOptions> = {},
   ) {
     this.options = { ...defaultEngineOptions, ...options };
+    if (!(this.options.bucketSize >= 1 && this.options.bucketSize <= MAX_BUCKET_EVENTS)) {
+      throw new ConfigurationError(
+        "bucketSize",
+        `bucketSize must be between 1 and ${MAX_BUCKET_EVENTS} (a log position keeps 14 bits for it)`,
+      );
+    }
     this.store = new QueueStore(client, this.options.keyspace, this.options.retentionSeconds, this.options.serialScope);
     this.membership = new Membership(
       cluster.nodeId,
       this.options,
       beat => cluster.beat(beat),
       () => this.host.size,
-      { queueNodes: () => cluster.queueNodes() },
+      { queueNodes: () => cluster.queueNodes(), isAvailable: id => cluster.isNodeAvailable(id) },
     );
     this.host = new QueueHost({
       store: this.store,

@@ -122,7 +122,8 @@ export class EventLog implements LogWriter {
     });
     if (!this.flushing) {
       this.flushing = true;
-      queueMicrotask(() => void this.flush());
+      // After the current turn's microtasks: every caller answered in this turn appends first.
+      setImmediate(() => void this.flush());
     }
     return { at, committed };
   }
@@ -218,6 +219,9 @@ export class EventLog implements LogWriter {
         for (const p of batch) p.resolve();
         batch = [];
         this.releaseCommittedWaiters();
+        // The callers just answered often append again at once (a worker's ack, then its next
+        // fetch): let them, so that they share the next batch with what waited meanwhile.
+        await new Promise(r => setImmediate(r));
       }
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);

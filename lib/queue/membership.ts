@@ -6,9 +6,11 @@
  * here is never unsafe (the fence decides who may write), only slower.
  */
 
-/** What Moleculer's registry says: which nodes run the queue service now. */
+/** What Moleculer's registry says: which nodes run the queue service now, and which nodes are connected. */
 export interface NodeRegistry {
   queueNodes(): string[];
+  /** Connected, whatever its services (a node that just started may not list the queue service yet). */
+  isAvailable(nodeId: string): boolean;
 }
 
 export interface Beat {
@@ -44,7 +46,7 @@ export class Membership {
     private readonly options: MembershipOptions,
     private readonly send: (beat: Beat) => void,
     private readonly ownedCount: () => number,
-    private readonly registry: NodeRegistry = { queueNodes: () => [] },
+    private readonly registry: NodeRegistry = { queueNodes: () => [], isAvailable: () => false },
     private readonly clock: () => number = () => performance.now(),
   ) {
     this.changedAt = clock();
@@ -108,10 +110,28 @@ export class Membership {
   isAlive(nodeId: string): boolean {
     if (nodeId === this.selfId) return true;
     const peer = this.peers.get(nodeId);
-    if (!peer) return !this.gone.has(nodeId) && this.registry.queueNodes().includes(nodeId);
+    if (!peer) return !this.gone.has(nodeId) && this.registry.isAvailable(nodeId);
     const now = this.clock();
     if (peer.suspectUntil !== undefined && now < peer.suspectUntil) return false;
     return now - peer.lastSeen <= this.options.nodeTimeoutMs;
+  }
+
+  /**
+   * Resolves once the node counts as dead (checked every 100 ms), for callers waiting on it; the
+   * returned `cancel` stops the watch.
+   */
+  whenDead(nodeId: string): { dead: Promise<void>; cancel: () => void } {
+    let timer: NodeJS.Timeout | undefined;
+    const dead = new Promise<void>(resolve => {
+      timer = setInterval(() => {
+        if (!this.isAlive(nodeId)) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 100);
+      timer.unref();
+    });
+    return { dead, cancel: () => clearInterval(timer) };
   }
 
   /** The live queue nodes (this one included) with the queues each owns (0 for nodes not heard from yet). */

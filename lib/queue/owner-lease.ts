@@ -6,7 +6,7 @@
  * queue.
  */
 import { OwnershipLostError } from "../errors";
-import type { LogState, OwnerRow, QueueStore } from "./store";
+import type { LogState, QueueStore } from "./store";
 import { position, splitPosition, type BucketRef } from "./task";
 
 export interface HeldRow {
@@ -113,16 +113,4 @@ export class OwnerLease {
 
 function copyState(s: LogState): LogState {
   return { ...s, replay: [...s.replay], open: [...s.open] };
-}
-
-/** The row as the LWT conditions of an OwnerLease expect it. */
-export function heldRowOf(row: OwnerRow): HeldRow {
-  return {
-    rangeId: row.rangeId,
-    node: row.node,
-    leaseUntil: row.leaseUntil,
-    state: row.state,
-    stateText: row.stateText,
-    legacyText: row.legacyText,
-  };
 }

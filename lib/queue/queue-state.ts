@@ -71,6 +71,8 @@ export interface StateDeps {
   parked: Parked;
   derived: {
     enqueue(w: DerivedWrite): void;
+    /** Resolves when the derived writes waiting are few enough to take more. */
+    room(): Promise<void>;
     pendingOf(taskId: string): PendingIndex | undefined;
     hasPendingEntry(taskId: string): boolean;
   };
@@ -264,6 +266,8 @@ export class QueueState {
     this.lastUsed = now;
     const known = this.knownAdd(input.taskId);
     if (known) return known;
+    // Each add writes a task_index row after its commit: wait while too many are pending.
+    await this.deps.derived.room();
     if ((input.clientId || input.checkIndex) && (await this.deps.readIndex(input.taskId)) !== null) return;
     // The read awaited: a concurrent add of the same id may have gone first.
     const again = this.knownAdd(input.taskId);

@@ -19,7 +19,6 @@ export const MINUTE_MS = 60_000;
 export const HOUR_MS = 3_600_000;
 
 export const minuteOf = (t: number): number => Math.floor(t / MINUTE_MS) * MINUTE_MS;
-export const hourOf = (t: number): number => Math.floor(t / HOUR_MS) * HOUR_MS;
 
 /** A row to write because an event was committed. Bodies come from memory, or are read from `src`. */
 export type DerivedWrite =
@@ -412,5 +411,15 @@ export function recover(
   const cursorRange = splitPosition(backlog.cursor).range;
   backlog.segments = mergeSegments(backlog.segments, partitions).filter(seg => seg.range >= cursorRange);
   parked.due = parked.due.filter(d => d.count > 0 || d.written > 0);
-  return { nextSeq, backlog, parked, inflight, lastAcked, completions: s.completions, ended, redo, replayed: events.length };
+  return {
+    nextSeq,
+    backlog,
+    parked,
+    inflight,
+    lastAcked,
+    completions: s.completions,
+    ended,
+    redo,
+    replayed: events.length,
+  };
 }

@@ -28,6 +28,13 @@ export interface ClusterLink {
 
 const MAX_HOPS = 8;
 
+/** The node a forward waited on stopped beating: the call goes elsewhere (its answer, if any, is dropped). */
+class OwnerGoneError extends Error {
+  constructor(readonly nodeId: string) {
+    super(`queue node ${nodeId} stopped answering`);
+  }
+}
+
 /** A forward that failed because the target node is gone. */
 function isUnreachable(err: unknown): boolean {
   const name = (err as { name?: string }).name;
@@ -93,7 +100,14 @@ export class Router {
       }
       try {
         const timeout = this.options.forwardTimeoutMs + (r.op === "fetch" ? r.waitMs : 0);
-        const answer = await this.link.forward(target, { ...requestToWire(r), placed }, caller, timeout);
+        // Do not wait out the timeout for an owner that stops beating meanwhile.
+        const watch = this.membership.whenDead(target);
+        const answer = await Promise.race([
+          this.link.forward(target, { ...requestToWire(r), placed }, caller, timeout),
+          watch.dead.then(() => {
+            throw new OwnerGoneError(target);
+          }),
+        ]).finally(watch.cancel);
         // It answered, so it owns the queue now (it took it over if placement sent us there).
         this.routes.set(r.key.id, target);
         return resultFromWire(r.op, answer);
@@ -110,7 +124,7 @@ export class Router {
           this.routes.delete(r.key.id);
           continue;
         }
-        if (isTimeout(err) || isUnreachable(err)) {
+        if (err instanceof OwnerGoneError || isTimeout(err) || isUnreachable(err)) {
           // Do not wait for a dead (or stuck) owner: the next hop takes the queue over.
           this.membership.suspect(target);
           this.routes.delete(r.key.id);

@@ -52,8 +52,6 @@ export const enum EventFlag {
 
 const RANGE_UNIT = 2 ** 30;
 const BUCKET_UNIT = 2 ** 14;
-/** Events per log partition at most (a position keeps 14 bits for the place in the partition). */
-export const MAX_BUCKET_SIZE = BUCKET_UNIT;
 /** Partitions per range at most. */
 export const MAX_BUCKETS = RANGE_UNIT / BUCKET_UNIT;
 
@@ -73,10 +71,6 @@ export function splitPosition(p: number): { range: number; bucket: number; pos: 
   const rest = p - range * RANGE_UNIT;
   const bucket = Math.floor(rest / BUCKET_UNIT);
   return { range, bucket, pos: rest - bucket * BUCKET_UNIT };
-}
-
-export function bucketKey(ref: BucketRef): string {
-  return `${ref.range}:${ref.bucket}`;
 }
 
 // ---- tasks -------------------------------------------------------------------------------------------

@@ -271,6 +271,7 @@ export function memoryQueue(o: MemoryQueueOptions = {}): MemoryQueue {
       inFlightWrites.add(p);
       void p.finally(() => inFlightWrites.delete(p));
     },
+    room: async () => undefined,
     pendingOf: () => undefined,
     hasPendingEntry: () => false,
   };

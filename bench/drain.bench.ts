@@ -1,0 +1,189 @@
+/**
+ * Drain benchmark and profile: N workers drain a pre-filled queue (fetch then ack in a loop, 256-byte
+ * values, encryption included), with the callers on a broker of their own connected to the queue's
+ * broker by the Fake transporter (every call serialized, as between nodes), in this one process.
+ * Prints per run: tasks/s; Cassandra statements per task by kind and the LWT (Paxos) rounds among
+ * them; events per fenced batch; CPU per task of this process (queue, callers, Moleculer, crypto)
+ * and of the Cassandra JVM (from /proc, when it runs on this machine).
+ *
+ *   npx tsx bench/drain.bench.ts                    # 1, 8 and 32 workers, 3,000 tasks each
+ *   BENCH_TASKS=10000 BENCH_WORKERS=32 npx tsx bench/drain.bench.ts
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import os from "node:os";
+import type { Client } from "cassandra-driver";
+import { ServiceBroker } from "moleculer";
+import { connectCassandra } from "../lib/cassandra/client";
+import { ensureCassandra } from "../lib/cassandra/launcher";
+import { createKeysService } from "../services/keys.service";
+import { createQueueService } from "../services/queue.service";
+
+const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
+const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
+const meta = { ownerId: "bench-owner" };
+const value = { pad: "x".repeat(256 - JSON.stringify({ pad: "" }).length) };
+
+/** Counts the statements the queue sends, by kind, and the sizes of its fenced batches. */
+class StatementCounter {
+  readonly kinds = new Map<string, number>();
+  readonly batchSizes: number[] = [];
+  lwt = 0;
+
+  constructor(client: Client) {
+    const execute = client.execute.bind(client);
+    const batch = client.batch.bind(client);
+    client.execute = ((query: string, ...rest: unknown[]) => {
+      this.count(query);
+      return (execute as (...a: unknown[]) => unknown)(query, ...rest);
+    }) as Client["execute"];
+    client.batch = ((queries: { query: string }[], ...rest: unknown[]) => {
+      const conditional = queries.some(q => / IF /.test(q.query));
+      const table = /(?:INSERT INTO|UPDATE) \S+\.(\w+)/.exec(queries[0]?.query ?? "")?.[1] ?? "?";
+      this.kinds.set(
+        `batch ${table}${conditional ? " (LWT)" : ""}`,
+        (this.kinds.get(`batch ${table}${conditional ? " (LWT)" : ""}`) ?? 0) + 1,
+      );
+      if (conditional) this.lwt++;
+      if (table === "queue_log") this.batchSizes.push(queries.length - 1);
+      return (batch as (...a: unknown[]) => unknown)(queries, ...rest);
+    }) as Client["batch"];
+  }
+
+  private count(query: string): void {
+    const verb = /^\s*(\w+)/.exec(query)?.[1]?.toUpperCase() ?? "?";
+    const table = /(?:FROM|INTO|UPDATE)\s+(?:\w+\.)?(\w+)/i.exec(query)?.[1] ?? "?";
+    const conditional = / IF /.test(query);
+    const key = `${verb} ${table}${conditional ? " (LWT)" : ""}`;
+    this.kinds.set(key, (this.kinds.get(key) ?? 0) + 1);
+    if (conditional) this.lwt++;
+  }
+
+  reset(): void {
+    this.kinds.clear();
+    this.batchSizes.length = 0;
+    this.lwt = 0;
+  }
+}
+
+/** CPU seconds used so far by the process with this pid (user + system). */
+function processCpu(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / 100;
+}
+
+function cassandraPid(): number | undefined {
+  try {
+    const out = execFileSync("pgrep", ["-f", "org.apache.cassandra.service.CassandraDaemon"], { encoding: "utf8" });
+    const pids = out.trim().split("\n").map(Number);
+    return pids.length === 1 ? pids[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function fill(client: ServiceBroker, serviceId: string, n: number): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      for (let i = next++; i < n; i = next++) await client.call("worker.queue.add", { serviceId, value }, { meta });
+    }),
+  );
+}
+
+async function drain(client: ServiceBroker, serviceId: string, workers: number): Promise<number> {
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      const workerId = `drain-${w}`;
+      for (;;) {
+        const v = await client.call("worker.queue.fetch", { serviceId, workerId }, { meta });
+        if (v === null) return;
+        await client.call("worker.queue.ack", { serviceId, workerId }, { meta });
+        done++;
+      }
+    }),
+  );
+  return done;
+}
+
+async function main(): Promise<void> {
+  const cassandra = await ensureCassandra({ reuseIfRunning: true });
+  const cpid = cassandraPid();
+  const dbClient = await connectCassandra({
+    contactPoints: cassandra.contactPoints,
+    localDataCenter: cassandra.localDataCenter,
+  });
+  const keyspace = `bench_drain_${randomBytes(4).toString("hex")}`;
+  const namespace = `drain-${randomBytes(4).toString("hex")}`;
+  const queue = new ServiceBroker({ nodeID: "drain-queue", namespace, transporter: "Fake", logger: false });
+  queue.createService(
+    createKeysService({
+      client: dbClient,
+      keyspace,
+      replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+      masterKey: randomBytes(32).toString("base64"),
+    }) as never,
+  );
+  queue.createService(createQueueService({ client: dbClient, engine: { keyspace } }));
+  const callers = new ServiceBroker({ nodeID: "drain-callers", namespace, transporter: "Fake", logger: false });
+  await queue.start();
+  await callers.start();
+  await callers.waitForServices(["worker.queue"]);
+  const counter = new StatementCounter(dbClient);
+  console.log(
+    `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, load ${os.loadavg()[0]!.toFixed(2)}; node ${process.version}; ` +
+      `Cassandra ${cassandra.contactPoints.join(",")}${cpid ? ` (pid ${cpid})` : " (CPU not measured: not one local JVM)"}`,
+  );
+  try {
+    // Warm-up: the JIT of both sides, the keys, the prepared statements.
+    const warm = randomUUID();
+    await fill(callers, warm, 3000);
+    await drain(callers, warm, 32);
+    for (const workers of WORKERS) {
+      const serviceId = randomUUID();
+      await fill(callers, serviceId, TASKS);
+      await new Promise(r => setTimeout(r, 1000));
+      counter.reset();
+      const cpu0 = process.cpuUsage();
+      const c0 = cpid ? processCpu(cpid) : 0;
+      const t0 = performance.now();
+      const done = await drain(callers, serviceId, workers);
+      const secs = (performance.now() - t0) / 1000;
+      const cpu = process.cpuUsage(cpu0);
+      const cassandraCpu = cpid ? processCpu(cpid) - c0 : NaN;
+      const perTask = (x: number) => (x / done).toFixed(2);
+      const sizes = [...counter.batchSizes].sort((a, b) => a - b);
+      const mean = sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
+      console.log(`\n${workers} workers drain ${done} tasks: ${Math.round(done / secs)} tasks/s`);
+      console.log(
+        `  CPU per task: this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms, ` +
+          `Cassandra ${cpid ? ((cassandraCpu * 1000) / done).toFixed(3) : "n/a"} ms`,
+      );
+      console.log(
+        `  statements per task: ${perTask([...counter.kinds.values()].reduce((a, b) => a + b, 0))}, of them LWT (Paxos rounds) ${perTask(counter.lwt)}`,
+      );
+      for (const [kind, n] of [...counter.kinds].sort((a, b) => b[1] - a[1]))
+        console.log(`    ${kind.padEnd(36)} ${perTask(n)}`);
+      console.log(
+        `  events per fenced batch: mean ${mean.toFixed(1)}, p50 ${sizes[Math.floor(sizes.length / 2)] ?? 0}, max ${sizes[sizes.length - 1] ?? 0} (${sizes.length} batches)`,
+      );
+    }
+  } finally {
+    await callers.stop();
+    await queue.stop();
+    await dbClient.execute(`DROP KEYSPACE IF EXISTS ${keyspace}`);
+    await dbClient.shutdown();
+    await cassandra.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  err => {
+    console.error(err instanceof Error ? err.stack : err);
+    process.exit(1);
+  },
+);
