@@ -172,7 +172,7 @@ function bullSubject(): Subject {
 }
 
 async function rabbitSubject(): Promise<Subject> {
-  const conn = await amqp.connect(AMQP_URL);
+  const conn = await amqp.connect(AMQP_URL, { noDelay: true });
   const ch = await conn.createConfirmChannel();
   const declared = new Set<string>();
   const declare = async (q: string) => {
