@@ -37,6 +37,12 @@ describe("placement", () => {
     expect(mine).toContain(shed);
     const rank = (q: string) => rendezvousOrder(q, ["a", "b", "c"]).indexOf("a");
     expect(Math.max(...mine.map(rank))).toBe(rank(shed));
+    // Queues taken since membership changed go first (the settled ones stay).
+    const recent = mine.slice(0, 3);
+    const shedRecent = queueToShed("a", mine, nodes, recent)!;
+    expect(recent).toContain(shedRecent);
+    expect(Math.max(...recent.map(rank))).toBe(rank(shedRecent));
+    expect(queueToShed("a", mine, nodes, ["not-mine"])).toBe(shed);
     expect(queueToShed("b", ids(7), nodes)).toBeUndefined();
     expect(
       queueToShed("a", ids(8), [

@@ -53,14 +53,21 @@ export function placeQueue(queue: string, nodes: readonly NodeLoad[]): string | 
 }
 
 /**
- * The queue an owner over the cap should give away: the one that ranks it lowest. Undefined when it
- * is not over the cap.
+ * The queue an owner over the cap should give away: the one that ranks it lowest, among `prefer`
+ * (queues it took recently) when any of those is its own. Undefined when it is not over the cap.
  */
-export function queueToShed(self: string, mine: readonly string[], nodes: readonly NodeLoad[]): string | undefined {
+export function queueToShed(
+  self: string,
+  mine: readonly string[],
+  nodes: readonly NodeLoad[],
+  prefer: readonly string[] = [],
+): string | undefined {
   if (nodes.length < 2 || mine.length <= loadCap(nodes)) return undefined;
   const ids = nodes.map(n => n.nodeId);
+  const own = new Set(mine);
+  const preferred = prefer.filter(q => own.has(q));
   let worst: { queue: string; rank: number } | undefined;
-  for (const q of mine) {
+  for (const q of preferred.length > 0 ? preferred : mine) {
     const rank = rendezvousOrder(q, ids).indexOf(self);
     if (!worst || rank > worst.rank) worst = { queue: q, rank };
   }

@@ -46,7 +46,7 @@ function cancelledError(taskId: string): { type: string; message: string; taskId
 }
 
 export class QueueHost {
-  private readonly owned = new Map<string, { queue: OwnedQueue; renewedAt: number }>();
+  private readonly owned = new Map<string, { queue: OwnedQueue; renewedAt: number; acquiredAt: number }>();
   private readonly acquiring = new Map<string, Promise<OwnedQueue | { owner: string }>>();
   /** Queues being given up: this node must not take them straight back (placement decides where they go). */
   private readonly releasing = new Map<string, Promise<void>>();
@@ -117,7 +117,7 @@ export class QueueHost {
       await queue.release().catch(() => undefined);
       return { owner: "" };
     }
-    this.owned.set(key.id, { queue, renewedAt: Date.now() });
+    this.owned.set(key.id, { queue, renewedAt: Date.now(), acquiredAt: Date.now() });
     queue.startTimers(() => void this.tick(key));
     this.deps.logger.info(
       `Queue ${key.id} taken over by ${this.deps.nodeId} (range ${queue.lease.rangeId}, ${queue.takeover.events} events ` +
@@ -199,7 +199,11 @@ export class QueueHost {
     // Two at most per second: the loads other nodes report are half a second old.
     for (let i = 0; i < 2; i++) {
       const mine = [...this.owned.keys()];
-      const shed = queueToShed(this.deps.nodeId, mine, m.live());
+      // Queues taken since membership last changed go first: concurrent placements by several entry
+      // nodes can overfill one node, and giving back one of those moves nothing that was settled.
+      const changedAt = Date.now() - m.stableFor();
+      const recent = mine.filter(q => (this.owned.get(q)?.acquiredAt ?? 0) >= changedAt);
+      const shed = queueToShed(this.deps.nodeId, mine, m.live(), recent);
       const entry = shed && this.owned.get(shed);
       if (!entry) return;
       this.deps.logger.info(`Queue ${shed} given away by ${this.deps.nodeId} to balance the nodes`);
