@@ -1,6 +1,7 @@
 /** G6 and takeover state: bounded partitions, bounded checkpoints, TTL on every row, retention, leases surviving a takeover. */
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
+import { MARKER_BASE } from "../lib/queue/store";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
 import { owner, startQueueBroker, startQueueCluster } from "./helpers/queue-cluster";
 
@@ -40,15 +41,25 @@ test("partitions stay bounded, a takeover replays only since the checkpoint, eve
     expect(mine.length).toBeGreaterThan(10);
     for (const p of mine) {
       const rows = await client.execute(
-        `SELECT pos, TTL(kind) AS ttl FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`,
+        `SELECT pos, TTL(kind) AS ttl, TTL(batch_end) AS marker_ttl FROM ${keyspace}.queue_log
+         WHERE queue = ? AND range_id = ? AND bucket = ?`,
         [queue, p["range_id"], p["bucket"]],
         { prepare: true },
       );
-      const events = rows.rows.filter(r => r["pos"] !== null);
+      const events = rows.rows.filter(r => r["pos"] !== null && (r["pos"] as number) < MARKER_BASE);
       expect(events.length).toBeLessThanOrEqual(bucketSize);
       for (const r of events) {
         expect(r["ttl"]).toBeGreaterThan(0);
         expect(r["ttl"]).toBeLessThanOrEqual(7 * 24 * 3600);
+      }
+      // Batch markers (above every event position): one per batch at most, kept for the retention.
+      const markers = rows.rows.filter(
+        r => (r["pos"] as number | null) !== null && (r["pos"] as number) >= MARKER_BASE,
+      );
+      expect(markers.length).toBeLessThanOrEqual(events.length);
+      for (const r of markers) {
+        expect(r["marker_ttl"]).toBeGreaterThan(0);
+        expect(r["marker_ttl"]).toBeLessThanOrEqual(7 * 24 * 3600);
       }
     }
     const ownerRow = (

@@ -1,10 +1,13 @@
 /**
- * Group commit of a queue's events into fenced batches. An event gets its log position when it is
- * appended (synchronously, so memory order is log order); one batch is in flight at a time, and
- * events appended meanwhile go into the next one. A batch never spans two partitions: before the
- * first event of the next partition is written, the log registers that partition in queue_owner
- * (IF range_id = ours) and creates it. Any failure is final for this log: the owner must abandon
- * the queue (see docs/ARCHITECTURE.md).
+ * The commit pipeline of a queue's events. An event gets its log position when it is appended
+ * (synchronously, so memory order is log order). Pending events are written as plain
+ * single-partition batches, up to `commitDepth` of them in flight at once; a batch is committed
+ * once it and every batch before it completed and a fence read started after that found the
+ * partition unsealed. Commits, their listeners and their callers go in log order. A batch never
+ * spans two partitions: before the first event of the next partition is written, every batch of
+ * the full one is committed, and the log registers the next partition in queue_owner (IF the owner
+ * row is ours) and creates it. Any failure is final for this log: the owner must abandon the queue
+ * (see docs/ARCHITECTURE.md, "Operations" and Invariants A and A').
  */
 import { OwnershipLostError, StorageUnavailableError } from "../errors";
 import type { OwnerLease } from "./owner-lease";
@@ -33,6 +36,14 @@ export interface EventLogOptions {
   bucketSize: number;
   maxBatchEvents: number;
   maxBatchBytes: number;
+  /** Batches of this queue written but not yet committed, at most. */
+  commitDepth: number;
+}
+
+/** A batch written (or being written) and not yet committed. */
+interface Batch {
+  events: PendingEvent[];
+  done: boolean;
 }
 
 interface PendingEvent {
@@ -56,12 +67,16 @@ function sizeOf(e: LogEvent): number {
 
 export class EventLog implements LogWriter {
   private pending: PendingEvent[] = [];
-  private flushing = false;
+  /** Batches written or being written, not committed yet, in log order. */
+  private inflight: Batch[] = [];
+  private pumpScheduled = false;
+  private rolling = false;
   private failure: Error | null = null;
   private fenceWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private fenceReading = false;
-  /** The partition the last committed batch went to (the fence read looks at it). */
+  /** The partition being written (the fence read looks at it). */
   private written: BucketRef;
+  private openedAt = Date.now();
   private next: { bucket: number; pos: number };
   private committed: number;
   private readonly listeners: ((events: CommittedEvent[]) => void)[] = [];
@@ -96,7 +111,7 @@ export class EventLog implements LogWriter {
     return this.failure;
   }
 
-  /** Called after every committed batch, in log order, before the appenders hear of it. */
+  /** Called after every commit, in log order, before the appenders hear of it. */
   onCommitted(listener: (events: CommittedEvent[]) => void): void {
     this.listeners.push(listener);
   }
@@ -106,10 +121,14 @@ export class EventLog implements LogWriter {
     this.rolloverListeners.push(listener);
   }
 
+  private get idle(): boolean {
+    return this.pending.length === 0 && this.inflight.length === 0 && !this.rolling;
+  }
+
   /** Resolves once every event before position `at` is committed; rejects if the log fails first. */
   committedThrough(at: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.committed >= at || (this.pending.length === 0 && !this.flushing)) return Promise.resolve();
+    if (this.committed >= at || this.idle) return Promise.resolve();
     return new Promise((resolve, reject) => this.committedWaiters.push({ at, resolve, reject }));
   }
 
@@ -120,11 +139,7 @@ export class EventLog implements LogWriter {
     const committed = new Promise<void>((resolve, reject) => {
       this.pending.push({ at, event, bytes: sizeOf(event), resolve, reject });
     });
-    if (!this.flushing) {
-      this.flushing = true;
-      // After the current turn's microtasks: every caller answered in this turn appends first.
-      setImmediate(() => void this.flush());
-    }
+    this.schedulePump();
     return { at, committed };
   }
 
@@ -136,51 +151,49 @@ export class EventLog implements LogWriter {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.fenceWaiters.push({ resolve, reject });
-      if (!this.fenceReading) void this.readFence();
+      this.startFenceReads();
     });
   }
 
-  private async readFence(): Promise<void> {
-    this.fenceReading = true;
-    while (this.fenceWaiters.length > 0) {
-      const waiters = this.fenceWaiters;
-      this.fenceWaiters = [];
-      let sealed: boolean;
-      try {
-        sealed = await this.store.isSealed(this.lease.queue, this.written);
-      } catch (err) {
-        const failure = new StorageUnavailableError("fetch", (err as Error).message);
-        for (const w of waiters) w.reject(failure);
-        continue;
-      }
-      if (sealed) {
-        const reason = "the log partition was sealed by a takeover";
-        this.fail(new OwnershipLostError(this.lease.queue, reason));
-        for (const w of [...waiters, ...this.fenceWaiters]) w.reject(this.failure!);
-        this.fenceWaiters = [];
-        this.onFailure(reason);
-        break;
-      }
-      for (const w of waiters) w.resolve();
-    }
-    this.fenceReading = false;
+  /**
+   * Rewrites the open partition's fence flag with a fresh TTL once the partition is older than
+   * `maxAgeMs` (a quiet queue can keep one partition open longer than the retention). An LWT.
+   */
+  async keepFence(maxAgeMs: number): Promise<void> {
+    if (this.failure || this.rolling || Date.now() - this.openedAt < maxAgeMs) return;
+    const ref = this.written;
+    const open = await this.store.refreshFence(this.lease.queue, ref);
+    if (!open) this.failWith(new OwnershipLostError(this.lease.queue, "the log partition was sealed by a takeover"));
+    else if (ref === this.written) this.openedAt = Date.now();
   }
 
   /** Resolves once everything appended so far is committed; rejects if the log has failed. */
   async drain(): Promise<void> {
-    while ((this.flushing || this.pending.length > 0) && !this.failure) await new Promise(r => setTimeout(r, 2));
+    while (!this.idle && !this.failure) await new Promise(r => setTimeout(r, 2));
     if (this.failure) throw this.failure;
   }
 
-  /** Fails every waiting event; later appends fail at once. */
+  /** Fails every event not committed yet; later appends fail at once. */
   fail(err: Error): void {
     this.failure ??= err;
-    const waiting = this.pending;
+    const waiting = [...this.inflight.flatMap(b => b.events), ...this.pending];
+    this.inflight = [];
     this.pending = [];
     for (const p of waiting) p.reject(this.failure);
     const through = this.committedWaiters;
     this.committedWaiters = [];
     for (const w of through) w.reject(this.failure);
+    const fence = this.fenceWaiters;
+    this.fenceWaiters = [];
+    for (const w of fence) w.reject(this.failure);
+  }
+
+  /** A failure of a write, a fence read or a rollover: the log is done, the owner abandons. */
+  private failWith(err: unknown): void {
+    if (this.failure) return;
+    const reason = err instanceof Error ? err.message : String(err);
+    this.fail(err instanceof OwnershipLostError ? err : new OwnershipLostError(this.lease.queue, reason));
+    this.onFailure(reason);
   }
 
   /** The next batch: events of one partition, within the size limits. */
@@ -199,45 +212,151 @@ export class EventLog implements LogWriter {
     return this.pending.splice(0, n);
   }
 
-  private async flush(): Promise<void> {
-    let batch: PendingEvent[] = [];
-    try {
-      while (this.pending.length > 0 && !this.failure) {
-        batch = this.takeBatch();
-        const { range, bucket, pos } = splitPosition(batch[0]!.at);
-        if (bucket !== this.written.bucket) await this.rollover({ range, bucket });
-        const applied = await this.store.appendFenced(
-          this.lease.queue,
-          { range, bucket },
-          pos,
-          batch.map(p => p.event),
+  /**
+   * Writes after the current turn: every caller answered in this turn appends first, so that what
+   * they append shares a batch.
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled || this.failure) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Starts writes while the pipeline has room; a rollover once the full partition is all committed. */
+  private pump(): void {
+    while (
+      !this.failure &&
+      !this.rolling &&
+      this.pending.length > 0 &&
+      this.inflight.length < this.options.commitDepth
+    ) {
+      const { range, bucket } = splitPosition(this.pending[0]!.at);
+      if (bucket !== this.written.bucket) {
+        if (this.inflight.length > 0) return; // the commits of the full partition restart the pump
+        this.rolling = true;
+        this.rollover({ range, bucket }).then(
+          () => {
+            this.rolling = false;
+            this.pump();
+            if (this.fenceWaiters.length > 0) this.startFenceReads();
+          },
+          err => this.failWith(err),
         );
-        if (!applied) throw new Error("the log partition was sealed by a takeover");
-        this.committed = batch[batch.length - 1]!.at + 1;
-        const events = batch.map(p => ({ at: p.at, event: p.event }));
-        for (const l of this.listeners) l(events);
-        for (const p of batch) p.resolve();
-        batch = [];
-        this.releaseCommittedWaiters();
-        // The callers just answered often append again at once (a worker's ack, then its next
-        // fetch): let them, so that they share the next batch with what waited meanwhile.
-        await new Promise(r => setImmediate(r));
+        return;
       }
-    } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
-      const failure = err instanceof OwnershipLostError ? err : new OwnershipLostError(this.lease.queue, reason);
-      for (const p of batch) p.reject(failure);
-      this.fail(failure);
-      this.onFailure(reason);
-    } finally {
-      this.flushing = false;
-      this.releaseCommittedWaiters();
+      const batch: Batch = { events: this.takeBatch(), done: false };
+      this.inflight.push(batch);
+      const first = splitPosition(batch.events[0]!.at).pos;
+      this.store
+        .appendEvents(
+          this.lease.queue,
+          this.written,
+          first,
+          batch.events.map(p => p.event),
+        )
+        .then(
+          () => {
+            batch.done = true;
+            this.startFenceReads();
+          },
+          err => this.failWith(err),
+        );
     }
+  }
+
+  private completedPrefix(): number {
+    let n = 0;
+    while (n < this.inflight.length && this.inflight[n]!.done) n++;
+    return n;
+  }
+
+  private startFenceReads(): void {
+    if (!this.fenceReading && !this.failure) void this.readFences();
+  }
+
+  /**
+   * Fence reads, one at a time, while batches wait for one or callers asked for one. A read that
+   * finds the partition unsealed commits every batch that had completed before it started (and so
+   * every batch before those), and answers the callers that asked before it started.
+   */
+  private async readFences(): Promise<void> {
+    this.fenceReading = true;
+    try {
+      while (!this.failure) {
+        // During a rollover the fence moves to the next partition: the waiters wait for it (no
+        // batch waits then: a rollover starts only once every batch is committed).
+        if (this.rolling) break;
+        const ready = this.inflight.slice(0, this.completedPrefix());
+        if (ready.length === 0 && this.fenceWaiters.length === 0) break;
+        const waiters = this.fenceWaiters;
+        this.fenceWaiters = [];
+        const ref = this.written;
+        let sealed: boolean;
+        try {
+          sealed = await this.store.isSealed(this.lease.queue, ref);
+        } catch (err) {
+          if (ready.length > 0) {
+            for (const w of waiters) w.reject(new StorageUnavailableError("fetch", (err as Error).message));
+            this.failWith(err);
+            break;
+          }
+          // Only answers from memory waited for this read: they fail, the queue stays.
+          const failure = new StorageUnavailableError("fetch", (err as Error).message);
+          for (const w of waiters) w.reject(failure);
+          continue;
+        }
+        if (this.failure) {
+          for (const w of waiters) w.reject(this.failure);
+          break;
+        }
+        if (ref !== this.written || this.rolling) {
+          // A rollover began meanwhile (only when no batch was waiting): read the next fence.
+          this.fenceWaiters.unshift(...waiters);
+          continue;
+        }
+        if (sealed) {
+          for (const w of waiters)
+            w.reject(new OwnershipLostError(this.lease.queue, "the log partition was sealed by a takeover"));
+          this.failWith(new OwnershipLostError(this.lease.queue, "the log partition was sealed by a takeover"));
+          break;
+        }
+        if (ready.length > 0) {
+          try {
+            this.commit(ready.length);
+          } catch (err) {
+            // A listener failed: the state may be half applied; nothing more is answered.
+            for (const w of waiters) w.reject(new OwnershipLostError(this.lease.queue, (err as Error).message));
+            this.failWith(err);
+            break;
+          }
+        }
+        for (const w of waiters) w.resolve();
+      }
+    } finally {
+      this.fenceReading = false;
+    }
+  }
+
+  /** The first `n` batches in flight are committed: state, then callers, in log order. */
+  private commit(n: number): void {
+    const batches = this.inflight.slice(0, n);
+    const committed = batches.flatMap(b => b.events);
+    const events = committed.map(p => ({ at: p.at, event: p.event }));
+    // A listener that throws leaves the batches in flight: failWith rejects their callers.
+    for (const l of this.listeners) l(events);
+    this.inflight.splice(0, n);
+    this.committed = committed[committed.length - 1]!.at + 1;
+    for (const p of committed) p.resolve();
+    this.releaseCommittedWaiters();
+    this.schedulePump();
   }
 
   private releaseCommittedWaiters(): void {
     if (this.committedWaiters.length === 0) return;
-    const idle = this.pending.length === 0;
+    const idle = this.idle;
     const still: typeof this.committedWaiters = [];
     for (const w of this.committedWaiters) {
       if (this.committed >= w.at || idle) w.resolve();
@@ -256,6 +375,7 @@ export class EventLog implements LogWriter {
       throw new Error("the next log partition exists already (sealed by a takeover)");
     }
     this.written = next;
+    this.openedAt = Date.now();
     // Positions are dense within a range: the first event of a partition is at pos 0.
     this.committed = position(next.range, next.bucket, 0);
     for (const l of this.rolloverListeners) l(this.committed);

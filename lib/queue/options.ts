@@ -47,12 +47,18 @@ export interface QueueEngineOptions {
    */
   checkpointMs: number;
   /**
-   * Events per fenced batch at most.
+   * Events per batch of the commit pipeline at most.
    * @defaultValue 128
    */
   maxBatchEvents: number;
   /**
-   * Bytes of sealed data per fenced batch at most (a single larger event still goes alone).
+   * Batches of one queue written to Cassandra and not yet committed, at most (the commit pipeline's
+   * depth; 1 writes one batch at a time).
+   * @defaultValue 4
+   */
+  commitDepth: number;
+  /**
+   * Bytes of sealed data per batch at most (a single larger event still goes alone).
    * @defaultValue 4 MiB
    */
   maxBatchBytes: number;
@@ -129,6 +135,7 @@ export const defaultEngineOptions: QueueEngineOptions = {
   forwardTimeoutMs: 3000,
   rebalanceAfterMs: 3000,
   maxBatchEvents: 128,
+  commitDepth: 4,
   maxBatchBytes: 4 * 1024 * 1024,
   ownerLeaseMs: 15_000,
   idleReleaseMs: 600_000,

@@ -139,7 +139,10 @@ export class OwnedQueue {
     this.state.dropExpired();
     this.parked.refill();
     this.checkpointer.tick();
-    if (renew) await this.lease.renew();
+    if (renew) {
+      await this.lease.renew();
+      await this.log.keepFence((this.deps.options.retentionSeconds * 1000) / 2);
+    }
   }
 
   /** Drops everything in memory after a failure; the next call acquires the queue afresh. */

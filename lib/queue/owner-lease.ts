@@ -77,7 +77,8 @@ export class OwnerLease {
 
   /**
    * Registers the partition the log rolls over to, before anything is written there. The previous
-   * one leaves `open`: the log writes one batch at a time, so nothing more can reach it.
+   * one leaves `open`: the log rolls over only once every batch of it is committed, so nothing more
+   * can reach it.
    */
   addPartition(ref: BucketRef): Promise<void> {
     return this.update(row => ({

@@ -89,6 +89,16 @@ const migrations: Migration[] = [
        ) WITH ${twcs} AND default_time_to_live = ${o.retentionSeconds} AND gc_grace_seconds = 10800`,
     ],
   },
+  {
+    id: 4,
+    name: "commit pipeline: the end of a sealed log partition",
+    statements: () => [
+      `ALTER TABLE queue_log ADD end_pos int static`,
+      `ALTER TABLE queue_log ADD batch_end int`,
+      // A takeover relies on it: what one quorum read returned, every later quorum read returns.
+      `ALTER TABLE queue_log WITH read_repair = 'BLOCKING'`,
+    ],
+  },
 ];
 
 const identifier = /^[a-z][a-z0-9_]{0,47}$/;

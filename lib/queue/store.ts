@@ -139,7 +139,7 @@ export function ttlUntil(expiresAt: number, now = Date.now()): number {
   return Math.max(1, Math.ceil((expiresAt - now) / 1000));
 }
 
-/** The columns of an event row, in the order appendFenced binds them (after queue, range_id, bucket, pos). */
+/** The columns of an event row, in the order appendEvents binds them (after queue, range_id, bucket, pos). */
 const EVENT_COLUMNS = [
   "kind",
   "task_id",
@@ -306,12 +306,23 @@ function parkedOf(
   };
 }
 
+/**
+ * Batch markers are rows at MARKER_BASE + the batch's first position, above every event position
+ * (a partition holds at most 2^14 events), so that one slice from a position on holds the events
+ * and all the markers.
+ */
+export const MARKER_BASE = 2 ** 20;
+/** A takeover's slice (events from the checkpoint on, and every marker) in one page. */
+const TAIL_PAGE_ROWS = 2 * 2 ** 14 + 16;
+/** A partition's recorded end outlives its rows (outcome events are kept a day past their task). */
+const END_MARGIN_SECONDS = 2 * 86_400;
+
 export class QueueStore {
   private readonly ks: string;
   private readonly ownerTtl: number;
   private readonly write: object;
   private readonly idempotentWrite: object;
-  private readonly read = { prepare: true, consistency: consistencies.localQuorum };
+  private readonly read: { prepare: boolean; consistency: number };
   private readonly serialRead: object;
 
   constructor(
@@ -323,7 +334,11 @@ export class QueueStore {
     this.ks = keyspace;
     this.ownerTtl = retentionSeconds + OWNER_ROW_MARGIN_SECONDS;
     const serial = serialScope === "global" ? consistencies.serial : consistencies.localSerial;
-    this.write = { prepare: true, consistency: consistencies.localQuorum, serialConsistency: serial };
+    // Quorums that meet: the fence read must see a takeover's seal, and a takeover's read the
+    // owner's writes (docs/ARCHITECTURE.md, Invariant A); across data centers that takes QUORUM.
+    const quorum = serialScope === "global" ? consistencies.quorum : consistencies.localQuorum;
+    this.read = { prepare: true, consistency: quorum };
+    this.write = { prepare: true, consistency: quorum, serialConsistency: serial };
     this.idempotentWrite = { ...this.write, isIdempotent: true };
     this.serialRead = { prepare: true, consistency: serial };
   }
@@ -409,13 +424,17 @@ export class QueueStore {
     return rs.wasApplied();
   }
 
-  /** Seals a partition so that no batch of its writer can apply any more. Idempotent. */
+  /**
+   * Seals a partition: from now on its writer's fence reads find it sealed and it commits nothing
+   * more there. Idempotent. A fence flag that expired (null) is sealed too.
+   */
   async sealBucket(queue: string, ref: BucketRef): Promise<void> {
+    const key = [queue, long(ref.range), ref.bucket];
     for (let i = 0; i < 10; i++) {
       const upd = await this.client.execute(
         `UPDATE ${this.ks}.queue_log USING TTL ? SET sealed = true
          WHERE queue = ? AND range_id = ? AND bucket = ? IF sealed = false`,
-        [this.retentionSeconds, queue, long(ref.range), ref.bucket],
+        [this.retentionSeconds, ...key],
         this.write,
       );
       if (upd.wasApplied()) return;
@@ -425,43 +444,105 @@ export class QueueStore {
       const ins = await this.client.execute(
         `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, sealed) VALUES (?, ?, ?, true)
          IF NOT EXISTS USING TTL ?`,
-        [queue, long(ref.range), ref.bucket, this.retentionSeconds],
+        [...key, this.retentionSeconds],
         this.write,
       );
       if (ins.wasApplied()) return;
+      // Rows exist but the flag expired (an open partition older than the retention).
+      const nul = await this.client.execute(
+        `UPDATE ${this.ks}.queue_log USING TTL ? SET sealed = true
+         WHERE queue = ? AND range_id = ? AND bucket = ? IF sealed = null`,
+        [this.retentionSeconds, ...key],
+        this.write,
+      );
+      if (nul.wasApplied()) return;
     }
     throw new OwnershipLostError(queue, `could not seal log partition ${ref.range}/${ref.bucket}`);
   }
 
   /**
-   * Appends events to a partition in one conditional batch, fenced by `sealed = false`.
-   * Returns false when the partition was sealed (the caller has lost the queue).
+   * Rewrites an open partition's fence flag with a fresh TTL, if it is still open (an LWT, so it
+   * cannot undo a seal). False when the partition was sealed.
    */
-  async appendFenced(queue: string, ref: BucketRef, firstPos: number, events: LogEvent[]): Promise<boolean> {
-    const now = Date.now();
-    const range = long(ref.range);
-    const insert = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, ${EVENT_COLUMNS.join(", ")})
-                    VALUES (?, ?, ?, ?, ${EVENT_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`;
-    const queries: { query: string; params: unknown[] }[] = [
-      {
-        query: `UPDATE ${this.ks}.queue_log USING TTL ? SET sealed = false
-                WHERE queue = ? AND range_id = ? AND bucket = ? IF sealed = false`,
-        params: [this.retentionSeconds, queue, range, ref.bucket],
-      },
-    ];
-    events.forEach((e, i) => {
-      queries.push({
-        query: insert,
-        params: [queue, range, ref.bucket, firstPos + i, ...eventParams(e), ttlUntil(e.expiresAt, now)],
-      });
-    });
-    const rs = await this.client.batch(queries, { ...this.write, logged: false });
+  async refreshFence(queue: string, ref: BucketRef): Promise<boolean> {
+    const rs = await this.client.execute(
+      `UPDATE ${this.ks}.queue_log USING TTL ? SET sealed = false
+       WHERE queue = ? AND range_id = ? AND bucket = ? IF sealed = false`,
+      [this.retentionSeconds, queue, long(ref.range), ref.bucket],
+      this.write,
+    );
     return rs.wasApplied();
   }
 
   /**
-   * Whether a partition has been sealed, read at LOCAL_QUORUM. A takeover serves nothing before its
-   * seal is committed, so an owner that reads `false` here may still answer from memory.
+   * Appends events to a partition in one plain single-partition batch, with the batch's marker: a
+   * row at position MARKER_BASE + firstPos saying where the batch ends, kept at least as long as the
+   * batch's rows (event rows may expire sooner, with their tasks). A takeover follows the markers to
+   * find where the partition's gap-free run of batches ends. Never writes the fence flag, so it
+   * cannot undo a seal; the events count only once a fence read started after this resolved finds
+   * the partition unsealed (see EventLog).
+   */
+  async appendEvents(queue: string, ref: BucketRef, firstPos: number, events: LogEvent[]): Promise<void> {
+    const now = Date.now();
+    const range = long(ref.range);
+    const insert = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, ${EVENT_COLUMNS.join(", ")})
+                    VALUES (?, ?, ?, ?, ${EVENT_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`;
+    let longest = this.retentionSeconds;
+    const queries = events.map((e, i) => {
+      const ttl = ttlUntil(e.expiresAt, now);
+      longest = Math.max(longest, ttl);
+      return { query: insert, params: [queue, range, ref.bucket, firstPos + i, ...eventParams(e), ttl] };
+    });
+    queries.push({
+      query: `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, batch_end) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
+      params: [queue, range, ref.bucket, MARKER_BASE + firstPos, firstPos + events.length, longest],
+    });
+    await this.client.batch(queries, { ...this.write, logged: false });
+  }
+
+  /**
+   * What a takeover reads of a partition it sealed: the events from `fromPos` on, the spans
+   * [first, end) of the batches that reached it (their markers), and its recorded end, in one
+   * slice read as one page: a single quorum read, whose blocking read repair leaves everything it
+   * returned on a quorum, so every later reader sees at least the same rows. `onePage` is false when
+   * the slice did not fit one page (it is read on, but that guarantee then holds page by page).
+   */
+  async readTail(
+    queue: string,
+    ref: BucketRef,
+    fromPos: number,
+  ): Promise<{ events: StoredEvent[]; spans: [number, number][]; end: number | null; onePage: boolean }> {
+    const events: StoredEvent[] = [];
+    const spans: [number, number][] = [];
+    let end: number | null = null;
+    let pageState: string | undefined;
+    let pages = 0;
+    do {
+      const rs = await this.client.execute(
+        `SELECT pos, end_pos, batch_end, ${EVENT_COLUMNS.join(", ")} FROM ${this.ks}.queue_log
+         WHERE queue = ? AND range_id = ? AND bucket = ? AND pos >= ?`,
+        [queue, long(ref.range), ref.bucket, fromPos],
+        { ...this.read, fetchSize: TAIL_PAGE_ROWS, pageState },
+      );
+      pages++;
+      for (const row of rs.rows) {
+        if (typeof row["end_pos"] === "number") end = row["end_pos"];
+        const pos = row["pos"] as number | null;
+        if (pos === null) continue;
+        if (pos >= MARKER_BASE) {
+          if (typeof row["batch_end"] === "number") spans.push([pos - MARKER_BASE, row["batch_end"]]);
+        } else if (row["kind"] !== null) {
+          events.push(eventOf(row, position(ref.range, ref.bucket, pos)));
+        }
+      }
+      pageState = rs.pageState ?? undefined;
+    } while (pageState);
+    return { events, spans, end, onePage: pages === 1 };
+  }
+
+  /**
+   * Whether a partition has been sealed, read at LOCAL_QUORUM (the fence read). A takeover serves
+   * nothing before its seal is written on a quorum, so an owner that reads `false` here holds it.
    */
   async isSealed(queue: string, ref: BucketRef): Promise<boolean> {
     const rs = await this.client.execute(
@@ -473,8 +554,27 @@ export class QueueStore {
   }
 
   /**
+   * Records where a sealed partition ends (rows at or after it are ignored by every reader), once:
+   * returns the end that stands, ours or the one another takeover recorded first.
+   */
+  async setBucketEnd(queue: string, ref: BucketRef, end: number): Promise<number> {
+    const rs = await this.client.execute(
+      `UPDATE ${this.ks}.queue_log USING TTL ? SET end_pos = ?
+       WHERE queue = ? AND range_id = ? AND bucket = ? IF end_pos = null`,
+      [this.retentionSeconds + END_MARGIN_SECONDS, end, queue, long(ref.range), ref.bucket],
+      this.write,
+    );
+    if (rs.wasApplied()) return end;
+    const stood = rs.first()?.["end_pos"] as number | null | undefined;
+    if (typeof stood !== "number")
+      throw new Error(`could not record the end of log partition ${ref.range}/${ref.bucket}`);
+    return stood;
+  }
+
+  /**
    * Events of one partition from `fromPos` on (and before `beforePos` when given), in log order, at
-   * most `limit`. `done` is true when the partition holds nothing more in that span.
+   * most `limit`; never at or after the partition's recorded end. `done` is true when the partition
+   * holds nothing more in that span.
    */
   async readBucket(
     queue: string,
@@ -483,10 +583,16 @@ export class QueueStore {
     limit: number,
     beforePos?: number,
   ): Promise<{ events: StoredEvent[]; done: boolean }> {
-    const cols = `pos, ${EVENT_COLUMNS.join(", ")}`;
-    const where = `queue = ? AND range_id = ? AND bucket = ? AND pos >= ?${beforePos === undefined ? "" : " AND pos < ?"}`;
-    const params: unknown[] = [queue, long(ref.range), ref.bucket, fromPos];
-    if (beforePos !== undefined) params.push(beforePos);
+    const cols = `pos, end_pos, ${EVENT_COLUMNS.join(", ")}`;
+    const where = `queue = ? AND range_id = ? AND bucket = ? AND pos >= ? AND pos < ?`;
+    // Batch markers sit above every event position.
+    const params: unknown[] = [
+      queue,
+      long(ref.range),
+      ref.bucket,
+      fromPos,
+      Math.min(beforePos ?? MARKER_BASE, MARKER_BASE),
+    ];
     const events: StoredEvent[] = [];
     let pageState: string | undefined;
     let seen = 0;
@@ -502,6 +608,8 @@ export class QueueStore {
       );
       for (const row of rs.rows) {
         seen++;
+        const end = row["end_pos"] as number | null;
+        if (end !== null && end !== undefined && (row["pos"] as number) >= end) return { events, done: true };
         if (row["pos"] === null || row["kind"] === null) continue; // the static row alone
         events.push(eventOf(row, position(ref.range, ref.bucket, row["pos"] as number)));
       }
@@ -526,13 +634,15 @@ export class QueueStore {
   async readEvent(queue: string, at: number): Promise<StoredEvent | null> {
     const { range, bucket, pos } = splitPosition(at);
     const rs = await this.client.execute(
-      `SELECT pos, ${EVENT_COLUMNS.join(", ")} FROM ${this.ks}.queue_log
+      `SELECT pos, end_pos, ${EVENT_COLUMNS.join(", ")} FROM ${this.ks}.queue_log
        WHERE queue = ? AND range_id = ? AND bucket = ? AND pos = ?`,
       [queue, long(range), bucket, pos],
       this.read,
     );
     const row = rs.first();
     if (!row || row["kind"] === null) return null;
+    const end = row["end_pos"] as number | null;
+    if (end !== null && end !== undefined && pos >= end) return null;
     return eventOf(row, at);
   }
 

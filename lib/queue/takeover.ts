@@ -40,15 +40,68 @@ export function ownedElsewhere(row: OwnerRow | null, deps: Pick<TakeoverDeps, "n
   );
 }
 
+/**
+ * Where the gap-free run of batches that starts at `start` ends, given the spans [first, end) of
+ * the batches that reached the partition. Everything the previous owner committed lies before it;
+ * a batch after a hole was never committed (batches commit in log order).
+ */
+export function gapFreeEnd(spans: readonly (readonly [number, number])[], start: number): number {
+  let end = start;
+  for (const [first, last] of [...spans].sort((a, b) => a[0] - b[0])) {
+    if (first > end) break;
+    if (last > end) end = last;
+  }
+  return end;
+}
+
+/** The end to record for a partition we sealed, from what one read of it returned. */
+function endOf(tail: { events: StoredEvent[]; spans: [number, number][] }, start: number): number {
+  if (tail.spans.length > 0) return gapFreeEnd(tail.spans, start);
+  // No markers in the same read as the rows: version 2.0 wrote them (conditional batches, each
+  // committed when applied, none after the seal), so they stand as they are. (Rows of this version
+  // and their marker reach a replica together, and the read returns both or neither.)
+  const last = tail.events[tail.events.length - 1];
+  return last ? splitPosition(last.at).pos + 1 : start;
+}
+
+/**
+ * The events of a partition we sealed, from `start` up to its end, which is recorded first (once,
+ * by whichever takeover gets there first): rows at or after it, a failed owner's writes after a
+ * hole or ones that landed late, are ignored by everyone from now on (docs/ARCHITECTURE.md,
+ * Invariant A').
+ */
+async function readSealed(store: QueueStore, queue: string, b: BucketRef, start: number, warn: (m: string) => void) {
+  for (let attempt = 0; ; attempt++) {
+    const tail = await store.readTail(queue, b, start);
+    if (!tail.onePage) warn(`${queue}: log partition ${b.range}/${b.bucket} was read in several pages`);
+    const below = (end: number) => tail.events.filter(e => splitPosition(e.at).pos < end);
+    // Recorded by an earlier takeover (whose read left its rows on a quorum before it recorded it).
+    if (tail.end !== null) return below(tail.end);
+    const end = endOf(tail, start);
+    const stood = await store.setBucketEnd(queue, b, end);
+    if (stood === end) return below(end);
+    // Another takeover recorded its end first: read again, after it.
+    if (attempt >= 2) throw new OwnershipLostError(queue, "the end of a log partition kept changing");
+  }
+}
+
 /** The events from the checkpoint's position on, read through the partitions of `replay`. */
-async function readReplay(store: QueueStore, queue: string, state: LogState): Promise<StoredEvent[]> {
+async function readReplay(
+  store: QueueStore,
+  queue: string,
+  state: LogState,
+  warn: (m: string) => void,
+): Promise<StoredEvent[]> {
   const from = state.ckpt ?? 0;
+  const sealed = new Set(state.open.map(b => `${b.range}:${b.bucket}`));
   const out: StoredEvent[] = [];
   for (const b of state.replay) {
-    const end = position(b.range, b.bucket + 1, 0);
-    if (end <= from) continue;
+    const after = position(b.range, b.bucket + 1, 0);
+    if (after <= from) continue;
     const start = position(b.range, b.bucket, 0) < from ? splitPosition(from).pos : 0;
-    out.push(...(await store.readBucketAll(queue, b, start)));
+    // A partition left by a rollover holds only committed events (the rollover waited for them).
+    if (sealed.has(`${b.range}:${b.bucket}`)) out.push(...(await readSealed(store, queue, b, start, warn)));
+    else out.push(...(await store.readBucketAll(queue, b, start)));
   }
   return out.filter(e => e.at >= from);
 }
@@ -120,7 +173,7 @@ export async function takeOver(key: QueueKey, deps: TakeoverDeps): Promise<Takeo
   // 4. The last checkpoint and everything after it.
   const [snapshot, events, slot0, slot1] = await Promise.all([
     readSnapshot(store, key.id, prev),
-    readReplay(store, key.id, prev),
+    readReplay(store, key.id, prev, deps.warn),
     store.readCheckpoint(key.id, 0, false),
     store.readCheckpoint(key.id, 1, false),
   ]);

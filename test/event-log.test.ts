@@ -1,0 +1,231 @@
+/**
+ * The commit pipeline of EventLog without Cassandra: a fake store whose writes and fence reads the
+ * test completes by hand. Batches commit in log order after a fence read that started once they
+ * had completed; a failed write fails everything after it; fence reads wait out a rollover; a
+ * failing commit listener fails the log instead of leaving callers hanging.
+ */
+import { EventLog } from "../lib/queue/event-log";
+import type { OwnerLease } from "../lib/queue/owner-lease";
+import type { QueueStore } from "../lib/queue/store";
+import { EventKind, position, splitPosition, type BucketRef, type LogEvent } from "../lib/queue/task";
+
+interface Deferred {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+class FakeStore {
+  writes: { ref: BucketRef; first: number; n: number; d: Deferred }[] = [];
+  reads: { ref: BucketRef; answer: (sealed: boolean) => void; fail: (err: Error) => void }[] = [];
+  created: BucketRef[] = [];
+
+  appendEvents(_q: string, ref: BucketRef, first: number, events: LogEvent[]): Promise<void> {
+    return new Promise((resolve, reject) => this.writes.push({ ref, first, n: events.length, d: { resolve, reject } }));
+  }
+  isSealed(_q: string, ref: BucketRef): Promise<boolean> {
+    return new Promise((answer, fail) => this.reads.push({ ref, answer, fail }));
+  }
+  createBucket(_q: string, ref: BucketRef): Promise<boolean> {
+    this.created.push(ref);
+    return Promise.resolve(true);
+  }
+}
+
+class FakeLease {
+  readonly queue = "o/q";
+  readonly rangeId = 3;
+  partitions: { ref: BucketRef; done: () => void }[] = [];
+  addPartition(ref: BucketRef): Promise<void> {
+    return new Promise(done => this.partitions.push({ ref, done }));
+  }
+}
+
+const turn = () => new Promise(r => setImmediate(r));
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await turn();
+}
+
+const ev = (n: number): LogEvent => ({ kind: EventKind.Add, taskId: `t${n}`, expiresAt: Date.now() + 60_000 });
+
+function setup(opts: { bucketSize?: number; maxBatchEvents?: number; commitDepth?: number } = {}) {
+  const store = new FakeStore();
+  const lease = new FakeLease();
+  const failures: string[] = [];
+  const log = new EventLog(
+    store as unknown as QueueStore,
+    lease as unknown as OwnerLease,
+    {
+      bucketSize: opts.bucketSize ?? 100,
+      maxBatchEvents: opts.maxBatchEvents ?? 2,
+      maxBatchBytes: 1 << 20,
+      commitDepth: opts.commitDepth ?? 2,
+    },
+    { range: 3, bucket: 0 },
+    reason => failures.push(reason),
+  );
+  const committed: number[] = [];
+  log.onCommitted(events => committed.push(...events.map(e => splitPosition(e.at).pos)));
+  return { store, lease, log, failures, committed };
+}
+
+/** Appends n events; returns their settle order. */
+function appendAll(log: EventLog, n: number, from = 0) {
+  const outcome: string[] = [];
+  const done = Array.from({ length: n }, (_, i) => {
+    const { committed } = log.append(ev(from + i));
+    return committed.then(
+      () => void outcome.push(`ok ${from + i}`),
+      () => void outcome.push(`failed ${from + i}`),
+    );
+  });
+  return { outcome, all: Promise.all(done) };
+}
+
+test("batches in flight up to the depth, committed in log order after a fence read started once they completed", async () => {
+  const { store, log, committed } = setup();
+  const { outcome, all } = appendAll(log, 6);
+  await settle();
+  // Three batches of two are pending; two are written at once.
+  expect(store.writes.map(w => [w.first, w.n])).toEqual([
+    [0, 2],
+    [2, 2],
+  ]);
+  // The second completes first: nothing is committed, but a fence read may start (for nothing).
+  store.writes[1]!.d.resolve();
+  await settle();
+  expect(store.reads.length).toBe(0);
+  store.writes[0]!.d.resolve();
+  await settle();
+  expect(store.reads.length).toBe(1);
+  expect(committed).toEqual([]);
+  store.reads[0]!.answer(false);
+  await settle();
+  expect(committed).toEqual([0, 1, 2, 3]);
+  expect(log.committedEnd).toBe(position(3, 0, 4));
+  // The third batch went out once there was room.
+  expect(store.writes.map(w => w.first)).toEqual([0, 2, 4]);
+  store.writes[2]!.d.resolve();
+  await settle();
+  // A batch that completed during a read waits for the next read.
+  store.reads[1]!.answer(false);
+  await all;
+  expect(committed).toEqual([0, 1, 2, 3, 4, 5]);
+  expect(outcome).toEqual(["ok 0", "ok 1", "ok 2", "ok 3", "ok 4", "ok 5"]);
+});
+
+test("a batch completed while the fence read ran is not committed by that read", async () => {
+  const { store, log, committed } = setup();
+  appendAll(log, 4);
+  await settle();
+  store.writes[0]!.d.resolve();
+  await settle();
+  expect(store.reads.length).toBe(1);
+  store.writes[1]!.d.resolve();
+  await settle();
+  store.reads[0]!.answer(false);
+  await settle();
+  expect(committed).toEqual([0, 1]);
+  expect(store.reads.length).toBe(2);
+  store.reads[1]!.answer(false);
+  await settle();
+  expect(committed).toEqual([0, 1, 2, 3]);
+});
+
+test("a failed write fails every event after it, also those whose batches landed; the log is done", async () => {
+  const { store, log, committed, failures } = setup();
+  const { outcome, all } = appendAll(log, 4);
+  await settle();
+  store.writes[1]!.d.resolve();
+  await settle();
+  store.writes[0]!.d.reject(new Error("write timed out"));
+  await all;
+  expect(committed).toEqual([]);
+  expect(outcome.sort()).toEqual(["failed 0", "failed 1", "failed 2", "failed 3"]);
+  expect(failures).toEqual(["write timed out"]);
+  await expect(log.drain()).rejects.toThrow();
+  await expect(log.append(ev(9)).committed).rejects.toThrow();
+});
+
+test("a fence read that finds the seal fails the batches it was to commit", async () => {
+  const { store, log, committed, failures } = setup();
+  const { outcome, all } = appendAll(log, 2);
+  await settle();
+  store.writes[0]!.d.resolve();
+  await settle();
+  store.reads[0]!.answer(true);
+  await all;
+  expect(committed).toEqual([]);
+  expect(outcome).toEqual(["failed 0", "failed 1"]);
+  expect(failures.length).toBe(1);
+});
+
+test("a rollover waits for every batch of the full partition; fence reads wait for the rollover", async () => {
+  const { store, lease, log, committed } = setup({ bucketSize: 2, maxBatchEvents: 2, commitDepth: 4 });
+  const { all } = appendAll(log, 3);
+  await settle();
+  // Only the first partition's batch is written; the third event waits for the rollover.
+  expect(store.writes.map(w => [w.ref.bucket, w.first])).toEqual([[0, 0]]);
+  expect(lease.partitions.length).toBe(0);
+  store.writes[0]!.d.resolve();
+  await settle();
+  store.reads[0]!.answer(false);
+  await settle();
+  expect(committed).toEqual([0, 1]);
+  expect(lease.partitions.map(p => p.ref)).toEqual([{ range: 3, bucket: 1 }]);
+  // A re-fetch asks for a fence read while the owner row already points at the next partition.
+  let confirmed = false;
+  const confirm = log.confirmFence().then(() => (confirmed = true));
+  await settle();
+  expect(store.reads.length).toBe(1); // no read of the partition that left `open`
+  lease.partitions[0]!.done();
+  await settle();
+  expect(store.created).toEqual([{ range: 3, bucket: 1 }]);
+  // Now the read goes to the new partition (and the batch there is written).
+  const reads = store.reads.slice(1);
+  expect(reads.every(r => r.ref.bucket === 1)).toBe(true);
+  expect(reads.length).toBe(1);
+  expect(confirmed).toBe(false);
+  reads[0]!.answer(false);
+  await confirm;
+  expect(store.writes.map(w => [w.ref.bucket, w.first])).toEqual([
+    [0, 0],
+    [1, 0],
+  ]);
+  store.writes[1]!.d.resolve();
+  await settle();
+  store.reads[2]!.answer(false);
+  await all;
+  expect(committed).toEqual([0, 1, 0]);
+});
+
+test("a commit listener that throws fails the log: callers get an error, nothing hangs", async () => {
+  const { store, log, failures } = setup();
+  log.onCommitted(() => {
+    throw new Error("listener broke");
+  });
+  const { outcome, all } = appendAll(log, 2);
+  await settle();
+  store.writes[0]!.d.resolve();
+  await settle();
+  store.reads[0]!.answer(false);
+  await all;
+  expect(outcome).toEqual(["failed 0", "failed 1"]);
+  expect(failures).toEqual(["listener broke"]);
+  await expect(log.drain()).rejects.toThrow();
+});
+
+test("a fence read error with only re-fetches waiting fails them, not the log", async () => {
+  const { store, log, failures } = setup();
+  const confirm = log.confirmFence();
+  await settle();
+  store.reads[0]!.fail(new Error("read timed out"));
+  await expect(confirm).rejects.toMatchObject({ type: "STORAGE_UNAVAILABLE" });
+  expect(failures).toEqual([]);
+  const { all, outcome } = appendAll(log, 1);
+  await settle();
+  store.writes[0]!.d.resolve();
+  await settle();
+  store.reads[1]!.answer(false);
+  await all;
+  expect(outcome).toEqual(["ok 0"]);
+});

@@ -1,0 +1,191 @@
+/**
+ * The commit pipeline (docs/ARCHITECTURE.md, "Operations" and Invariant A'): several plain batches
+ * of a queue in flight, committed in log order after a fence read. When one of them fails, the ones
+ * after it may have landed, and the failed one may land later: a takeover records where the
+ * partition's gap-free run of batches ends, and nobody reads past that end.
+ */
+import { randomUUID } from "node:crypto";
+import type { Client } from "cassandra-driver";
+import type { ServiceBroker } from "moleculer";
+import { migrateSchema } from "../lib/queue/schema";
+import { defaultEngineOptions } from "../lib/queue/options";
+import { MARKER_BASE, QueueStore } from "../lib/queue/store";
+import { gapFreeEnd } from "../lib/queue/takeover";
+import { EventKind, position, type BucketRef, type LogEvent } from "../lib/queue/task";
+import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
+import { owner, startQueueBroker } from "./helpers/queue-cluster";
+
+let client: Client;
+const keyspace = uniqueKeyspace("queue_pipeline");
+
+beforeAll(async () => {
+  client = await testClient();
+  await migrateSchema(client, { ...defaultEngineOptions, keyspace });
+});
+
+afterAll(async () => {
+  await dropKeyspace(client, keyspace);
+  await client?.shutdown();
+});
+
+const event = (n: number): LogEvent => ({
+  kind: EventKind.Add,
+  taskId: `t${n}`,
+  seq: n,
+  expiresAt: Date.now() + 3_600_000,
+  value: { keyId: "k", blob: Buffer.from(String(n)) },
+});
+
+test("gapFreeEnd follows the batches from the start to the first hole", () => {
+  expect(gapFreeEnd([], 0)).toBe(0);
+  expect(gapFreeEnd([], 7)).toBe(7);
+  expect(
+    gapFreeEnd(
+      [
+        [4, 6],
+        [0, 2],
+        [2, 4],
+        [8, 9],
+      ],
+      0,
+    ),
+  ).toBe(6);
+  // From a checkpoint inside a batch; batches before it do not matter.
+  expect(
+    gapFreeEnd(
+      [
+        [3, 6],
+        [6, 7],
+      ],
+      5,
+    ),
+  ).toBe(7);
+  expect(gapFreeEnd([[0, 3]], 5)).toBe(5);
+});
+
+test("a partition's end, once recorded, hides the rows after it from every reader, also rows that land later", async () => {
+  const store = new QueueStore(client, keyspace, 3600);
+  const queue = `pipe/${randomUUID()}`;
+  const ref: BucketRef = { range: 1, bucket: 0 };
+  expect(await store.createBucket(queue, ref)).toBe(true);
+  await store.appendEvents(queue, ref, 0, [event(0), event(1)]);
+  // Batch [2, 4) never lands (yet); the one after it does.
+  await store.appendEvents(queue, ref, 4, [event(4)]);
+  expect(await store.isSealed(queue, ref)).toBe(false);
+  await store.sealBucket(queue, ref);
+  expect(await store.isSealed(queue, ref)).toBe(true);
+
+  const tail = await store.readTail(queue, ref, 0);
+  expect(tail.onePage).toBe(true);
+  expect(tail.end).toBeNull();
+  expect(tail.events.map(e => e.taskId)).toEqual(["t0", "t1", "t4"]);
+  expect(tail.spans.sort((a, b) => a[0] - b[0])).toEqual([
+    [0, 2],
+    [4, 5],
+  ]);
+  const end = gapFreeEnd(tail.spans, 0);
+  expect(end).toBe(2);
+  expect(await store.setBucketEnd(queue, ref, end)).toBe(2);
+  // The first recorded end stands.
+  expect(await store.setBucketEnd(queue, ref, 5)).toBe(2);
+
+  // The failed batch lands late.
+  await store.appendEvents(queue, ref, 2, [event(2), event(3)]);
+
+  const read = await store.readBucket(queue, ref, 0, 100);
+  expect(read.events.map(e => e.taskId)).toEqual(["t0", "t1"]);
+  expect(read.done).toBe(true);
+  expect((await store.readBucket(queue, ref, 2, 100)).events).toEqual([]);
+  expect((await store.readBucketAll(queue, ref)).map(e => e.taskId)).toEqual(["t0", "t1"]);
+  expect((await store.readEvent(queue, position(1, 0, 1)))?.taskId).toBe("t1");
+  expect(await store.readEvent(queue, position(1, 0, 2))).toBeNull();
+  expect(await store.readEvent(queue, position(1, 0, 4))).toBeNull();
+  expect((await store.readTail(queue, ref, 0)).end).toBe(2);
+  // The rows are there: only the end hides them.
+  const raw = await client.execute(
+    `SELECT pos FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = 1 AND bucket = 0 AND pos >= 0 AND pos < ?`,
+    [queue, MARKER_BASE],
+    { prepare: true },
+  );
+  expect(raw.rows.map(r => r["pos"] as number)).toEqual([0, 1, 2, 3, 4]);
+});
+
+test("a batch that fails while later ones land, and then lands late: every task delivered exactly once", async () => {
+  const serviceId = randomUUID();
+  const opts = owner("owner-pipe");
+  const queue = `owner-pipe/${serviceId}`;
+  // Small batches and a small window: several batches in flight, and the window pages the log.
+  const broker: ServiceBroker = await startQueueBroker("pipe-1", {
+    keyspace,
+    client,
+    engine: { maxBatchEvents: 4, commitDepth: 4, windowMax: 4 },
+  });
+  const original = QueueStore.prototype.appendEvents;
+  let held: { args: Parameters<QueueStore["appendEvents"]>; fail: (err: Error) => void } | undefined;
+  let armed = false;
+  let landedAfterHeld = 0;
+  let releaseHeld: () => void = () => undefined;
+  const heldReleased = new Promise<void>(r => (releaseHeld = r));
+  try {
+    for (let i = 0; i < 8; i++) await broker.call("worker.queue.add", { serviceId, value: { n: i } }, opts);
+
+    QueueStore.prototype.appendEvents = function (this: QueueStore, ...args: Parameters<QueueStore["appendEvents"]>) {
+      if (args[0] !== queue || !armed) return original.apply(this, args);
+      if (!held) {
+        // This batch "times out" without landing, once the batches written after it have landed.
+        return new Promise<void>((_, reject) => {
+          held = { args, fail: reject };
+          void heldReleased.then(() => reject(new Error("write timed out (injected)")));
+        });
+      }
+      return original.apply(this, args).then(() => {
+        if (++landedAfterHeld === 3) releaseHeld();
+      });
+    };
+    armed = true;
+    const adds = Array.from({ length: 32 }, (_, i) =>
+      broker.call("worker.queue.add", { serviceId, value: { n: 100 + i } }, opts),
+    );
+    // If fewer batches follow the held one, fail it anyway once the adds have all been written.
+    const fallback = setTimeout(releaseHeld, 20_000);
+    const results = await Promise.allSettled(adds);
+    clearTimeout(fallback);
+    armed = false;
+    // The router retried what failed, on a new owner range: every add succeeded in the end.
+    expect(results.filter(r => r.status === "rejected")).toEqual([]);
+    expect(held).toBeDefined();
+    expect(landedAfterHeld).toBeGreaterThanOrEqual(1);
+
+    // The failed batch lands now, long after the takeover read its partition.
+    const [q, ref, first, events] = held!.args;
+    await original.call(new QueueStore(client, keyspace, 3600), q, ref, first, events);
+    const row = await client.execute(
+      `SELECT end_pos FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ? LIMIT 1`,
+      [queue, ref.range, ref.bucket],
+      { prepare: true },
+    );
+    expect(row.first()?.["end_pos"]).toBe(first);
+    const past = await client.execute(
+      `SELECT pos FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ? AND pos >= ? AND pos < ?`,
+      [queue, ref.range, ref.bucket, first + events.length, MARKER_BASE],
+      { prepare: true },
+    );
+    // Batches after the hole had landed too: the run really had rows past the end.
+    expect(past.rowLength).toBeGreaterThan(0);
+
+    // Drain: the window pages through the old partition (windowMax 4).
+    const seen = new Map<number, number>();
+    for (let i = 0; i < 200; i++) {
+      const v = (await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)) as { n: number } | null;
+      if (v === null || v === undefined) break;
+      seen.set(v.n, (seen.get(v.n) ?? 0) + 1);
+      expect(await broker.call("worker.queue.ack", { serviceId, workerId: "w" }, opts)).toBe(true);
+    }
+    const expected = [...Array.from({ length: 8 }, (_, i) => i), ...Array.from({ length: 32 }, (_, i) => 100 + i)];
+    expect([...seen.keys()].sort((a, b) => a - b)).toEqual(expected);
+    expect([...seen.values()].every(n => n === 1)).toBe(true);
+  } finally {
+    QueueStore.prototype.appendEvents = original;
+    await broker.stop();
+  }
+}, 120_000);
