@@ -13,6 +13,7 @@ export interface QueueDeploymentSettings {
   /** Run the project's own keys service on this node. */
   keysEnabled: boolean;
   maxValueBytes: number;
+  maxValueDepth: number;
   /** Largest HTTP body. */
   bodyLimitBytes: number;
 }
@@ -85,6 +86,7 @@ export function queueSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Queu
     keysService: env.KEYS_SERVICE || "keys",
     keysEnabled: flag(env, "KEYS_ENABLED", true),
     maxValueBytes: positive(env, "QUEUE_MAX_VALUE_BYTES", 1024 * 1024),
+    maxValueDepth: positive(env, "QUEUE_MAX_VALUE_DEPTH", 64),
     bodyLimitBytes: positive(env, "API_BODY_LIMIT_BYTES", 1024 * 1024),
   };
 }

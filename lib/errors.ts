@@ -42,6 +42,13 @@ export class ValueTooLargeError extends MoleculerClientError {
   }
 }
 
+/** A JSON value nested deeper than the configured limit (checked without recursion). */
+export class ValueTooDeepError extends MoleculerClientError {
+  constructor(field: string, limit: number) {
+    super(`${field} is nested deeper than ${limit} levels`, 422, "VALIDATION_ERROR", { field, limit });
+  }
+}
+
 /** The node asked to serve a queue does not own it (any more); the caller re-routes. */
 export class NotOwnerError extends MoleculerRetryableError {
   constructor(queue: string, owner: string | null) {

@@ -30,6 +30,7 @@ export function serviceSchemas(env: NodeJS.ProcessEnv = process.env): ServiceSch
       keysService: s.keysService,
       activityService: s.activityService,
       maxValueBytes: s.maxValueBytes,
+      maxValueDepth: s.maxValueDepth,
     }),
   );
   const authConfigured = Boolean(env.API_JWT_SECRET || env.API_JWT_PUBLIC_KEY || env.API_AUTH_ACTION);

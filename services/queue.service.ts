@@ -16,6 +16,7 @@ import {
   InvalidParameterError,
   NotOwnerError,
   OwnerMissingError,
+  ValueTooDeepError,
   ValueTooLargeError,
 } from "../lib/errors";
 import { QueueEngine, type Cluster, type TaskEvent } from "../lib/queue/engine";
@@ -40,6 +41,8 @@ export interface QueueServiceOptions {
   activityService?: string;
   /** Largest accepted value / result / progress / error, in bytes of JSON. @defaultValue 1 MiB */
   maxValueBytes?: number;
+  /** Deepest accepted nesting of a value / result / progress / error (arrays and objects). @defaultValue 64 */
+  maxValueDepth?: number;
   /** Longest accepted timeToRecover, in seconds. @defaultValue 86400 */
   maxTimeToRecover?: number;
   /** Emit task events (`<name>.task.<type>`, metadata only). @defaultValue true */
@@ -79,8 +82,26 @@ export function ownerOf(ctx: QueueContext<unknown>): string {
   return owner;
 }
 
-function checkSize(field: string, value: unknown, limit: number): void {
+/**
+ * How deeply a JSON value nests, walked with an explicit stack (no recursion, so a hostile value
+ * cannot exhaust the call stack); stops as soon as it passes `limit`.
+ */
+export function jsonDepthOver(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth > limit) return true;
+    const children = Array.isArray(v) ? v : Object.values(v as Record<string, unknown>);
+    for (const c of children) if (c !== null && typeof c === "object") stack.push([c, depth + 1]);
+  }
+  return false;
+}
+
+/** Size and depth of a JSON value: typed errors naming the field, before anything serializes it. */
+function checkSize(field: string, value: unknown, limit: number, depthLimit: number): void {
   if (value === undefined) return;
+  if (jsonDepthOver(value, depthLimit)) throw new ValueTooDeepError(field, depthLimit);
   const size = Buffer.byteLength(JSON.stringify(value) ?? "", "utf8");
   if (size > limit) throw new ValueTooLargeError(field, size, limit);
 }
@@ -88,6 +109,7 @@ function checkSize(field: string, value: unknown, limit: number): void {
 export function createQueueService(options: QueueServiceOptions = {}): ServiceSchema {
   const name = options.name ?? "worker.queue";
   const maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+  const maxValueDepth = options.maxValueDepth ?? 64;
   const maxTtr = options.maxTimeToRecover ?? 86_400;
   const activity = options.activityService ?? "flow.activity";
   const emitEvents = options.events ?? true;
@@ -151,8 +173,8 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         ) {
           const queue = queueOf(ctx);
           const { value, token, delay, notBefore } = ctx.params;
-          checkSize("value", value, maxValueBytes);
-          checkSize("token", token, maxValueBytes);
+          checkSize("value", value, maxValueBytes, maxValueDepth);
+          checkSize("token", token, maxValueBytes, maxValueDepth);
           if (delay !== undefined && notBefore !== undefined) {
             throw new InvalidParameterError(
               "delay",
@@ -208,7 +230,7 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
       update: {
         params: { serviceId, workerId, taskId: optionalTaskId, progress: { type: "any", optional: true } },
         async handler(ctx: QueueContext<{ serviceId: string; workerId: string; taskId?: string; progress?: unknown }>) {
-          checkSize("progress", ctx.params.progress, maxValueBytes);
+          checkSize("progress", ctx.params.progress, maxValueBytes, maxValueDepth);
           return engine.update(ctx, queueOf(ctx), ctx.params.workerId, ctx.params.taskId, ctx.params.progress);
         },
       },
@@ -224,7 +246,7 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         async handler(
           ctx: QueueContext<{ serviceId: string; workerId: string; taskId?: string; delay?: number; error?: unknown }>,
         ) {
-          checkSize("error", ctx.params.error, maxValueBytes);
+          checkSize("error", ctx.params.error, maxValueBytes, maxValueDepth);
           const outcome = await engine.release(ctx, queueOf(ctx), ctx.params.workerId, {
             taskId: ctx.params.taskId,
             delayMs: (ctx.params.delay ?? 0) * 1000,
@@ -372,8 +394,8 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
     },
     methods: {
       async ackOutcome(ctx: QueueContext<AckParams>) {
-        checkSize("result", ctx.params.result, maxValueBytes);
-        checkSize("error", ctx.params.error, maxValueBytes);
+        checkSize("result", ctx.params.result, maxValueBytes, maxValueDepth);
+        checkSize("error", ctx.params.error, maxValueBytes, maxValueDepth);
         const outcome = await engine.ack(ctx, queueOf(ctx), ctx.params.workerId, ctx.params.taskId, {
           result: ctx.params.result,
           error: ctx.params.error,

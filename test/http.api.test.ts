@@ -398,6 +398,24 @@ describe("request bodies", () => {
     expect((await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } })).status).toBe(204);
   });
 
+  test("a value or result nested 10,000 levels deep is 422 VALIDATION_ERROR naming the field; the node keeps serving", async () => {
+    const sid = randomUUID();
+    const deepToken = await tokenFor(secret, "owner-f", [sid]);
+    const nested = (open: string, close: string) => open.repeat(10_000) + "1" + close.repeat(10_000);
+    for (const value of [nested("[", "]"), nested('{"a":', "}")]) {
+      const add = await request(route(sid, "add"), { token: deepToken, body: `{"value":${value}}` });
+      expect(expectError(add, 422, "VALIDATION_ERROR").data).toMatchObject({ field: "value" });
+    }
+    await request(route(sid, "add"), { token: deepToken, body: { value: "ok" } });
+    expect((await request(route(sid, "fetch"), { token: deepToken, body: { workerId: "w" } })).json).toBe("ok");
+    const ack = await request(route(sid, "ack"), {
+      token: deepToken,
+      body: `{"workerId":"w","result":${nested("[", "]")}}`,
+    });
+    expect(expectError(ack, 422, "VALIDATION_ERROR").data).toMatchObject({ field: "result" });
+    expect((await request(route(sid, "ack"), { token: deepToken, body: { workerId: "w" } })).status).toBe(200);
+  });
+
   test("an unauthenticated request is refused before its body is read", async () => {
     const answer = await request(route(serviceId, "add"), { body: "{ not json" });
     expectError(answer, 401, "AUTH_REQUIRED");

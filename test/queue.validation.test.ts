@@ -70,6 +70,38 @@ test("a result over the limit is refused and the task stays with its worker", as
   expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)).toBe("small");
 });
 
+/** [[[...]]] or {a:{a:...}}, `depth` levels, built without recursion. */
+function deep(kind: "array" | "object", depth: number): unknown {
+  let v: unknown = 1;
+  for (let i = 0; i < depth; i++) v = kind === "array" ? [v] : { a: v };
+  return v;
+}
+
+test.each(["array", "object"] as const)(
+  "a %s nested 10,000 levels deep is a VALIDATION_ERROR naming the field; the queue keeps serving",
+  async kind => {
+    const serviceId = randomUUID();
+    const err = await failure("add", { serviceId, value: deep(kind, 10_000) });
+    expect(err.type).toBe("VALIDATION_ERROR");
+    expect(err.code).toBe(422);
+    expect(err.data).toMatchObject({ field: "value", limit: 64 });
+    // At the limit it is accepted.
+    await broker.call("worker.queue.add", { serviceId, value: deep(kind, 63) }, opts);
+    expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)).toEqual(deep(kind, 63));
+    for (const [action, field] of [
+      ["update", "progress"],
+      ["ack", "result"],
+    ] as const) {
+      const e = await failure(action, { serviceId, workerId: "w", [field]: deep(kind, 10_000) });
+      expect(e.type).toBe("VALIDATION_ERROR");
+      expect(e.data.field).toBe(field);
+    }
+    // Nothing changed: the worker still holds its task and can ack it.
+    expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)).toEqual(deep(kind, 63));
+    expect(await broker.call("worker.queue.ack", { serviceId, workerId: "w", result: { ok: true } }, opts)).toBe(true);
+  },
+);
+
 test.each(["add", "fetch", "ack"])("%s without an owner is an authorization error", async action => {
   const err = await failure(action, { serviceId: randomUUID(), workerId: "w", value: 1 }, { meta: {} });
   expect(err.type).toBe("OWNER_MISSING");
