@@ -258,8 +258,15 @@ export class QueueEngine {
     return this.route({ op: "purge", key }, caller) as Promise<number>;
   }
 
-  status(caller: unknown, key: QueueKey, taskId: string): Promise<TaskStatus> {
-    return this.route({ op: "status", key, taskId }, caller) as Promise<TaskStatus>;
+  /** A task's status, with its latest progress decrypted for the caller when it has one. */
+  async status(caller: unknown, key: QueueKey, taskId: string): Promise<TaskStatus & { progress?: unknown }> {
+    const found = (await this.route({ op: "status", key, taskId }, caller)) as {
+      status: TaskStatus;
+      progress?: Inspected["progress"];
+    };
+    if (!found.progress) return found.status;
+    const progress = unjson(await this.codec.open(sealContext(key, taskId, "progress"), found.progress, caller));
+    return { ...found.status, progress };
   }
 
   stats(caller: unknown, key: QueueKey): Promise<QueueStats> {

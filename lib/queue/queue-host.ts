@@ -11,7 +11,7 @@ import type { OwnedQueue } from "./owned-queue";
 import { queueToShed } from "./placement";
 import type { QueueKey } from "./queue-key";
 import type { StateHooks } from "./queue-state";
-import { deadTasks, inspectTask, listTasks, queueStats, statusOf } from "./queue-views";
+import { deadTasks, inspectTask, listTasks, queueStats, statusWithProgress } from "./queue-views";
 import type { QueueStore } from "./store";
 import { takeOver } from "./takeover";
 import type { Task, TaskEventType } from "./task";
@@ -264,7 +264,7 @@ export class QueueHost {
       case "purge":
         return state.purge();
       case "status":
-        return statusOf(state, r.taskId);
+        return statusWithProgress(state, r.taskId);
       case "stats":
         return queueStats(state, retentionMs);
       case "tasks":

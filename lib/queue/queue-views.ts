@@ -132,6 +132,19 @@ async function statusOfLocated(
   }
 }
 
+/** A task's status with its latest sealed progress (a running task's, or a parked one's). */
+export async function statusWithProgress(
+  q: QueueState,
+  taskId: string,
+  now = Date.now(),
+): Promise<{ status: TaskStatus; progress?: Sealed }> {
+  const found = await locate(q, taskId);
+  const status = await statusOfLocated(q, taskId, found, now);
+  if (found?.at === "inflight") return { status, progress: await q.sealedField(found.task, "progress") };
+  if (found?.at === "due" || found?.at === "dead") return { status, progress: found.row.progress };
+  return { status };
+}
+
 /** A task with its sealed value, progress and last error, for its owner's eyes. */
 export async function inspectTask(
   q: QueueState,

@@ -70,7 +70,7 @@ export interface QueueResults {
   dead: DeadEntry[];
   redrive: number;
   purge: number;
-  status: TaskStatus;
+  status: { status: TaskStatus; progress?: Sealed };
   stats: QueueStats;
   tasks: { total: number; tasks: TaskStatus[] };
   inspect: Inspected;
@@ -127,6 +127,10 @@ export function resultToWire(op: QueueRequest["op"], result: unknown): unknown {
     return d && { ...d, value: toWire(d.value) };
   }
   if (op === "dead") return (result as DeadEntry[]).map(d => ({ ...d, error: opt(d.error, toWire) }));
+  if (op === "status") {
+    const st = result as QueueResults["status"];
+    return { status: st.status, progress: opt(st.progress, toWire) };
+  }
   if (op === "inspect") {
     const i = result as Inspected;
     return {
@@ -149,6 +153,10 @@ export function resultFromWire(op: QueueRequest["op"], wire: unknown): unknown {
       ...d,
       error: opt(d.error, fromWire),
     }));
+  }
+  if (op === "status") {
+    const st = wire as { status: TaskStatus; progress?: WireSealed };
+    return { status: st.status, progress: opt(st.progress, fromWire) };
   }
   if (op === "inspect") {
     const i = wire as { status: TaskStatus; value?: WireSealed; progress?: WireSealed; error?: WireSealed };

@@ -31,6 +31,21 @@ test("heartbeats keep a task whose work outlasts timeToRecover away from other w
   expect(JSON.stringify(progressEvents)).not.toContain("long job");
 });
 
+test("status reports the latest progress of a running task, decrypted for its owner", async () => {
+  const serviceId = randomUUID();
+  await f.call("add", { serviceId, value: "with progress" });
+  const task = await f.call("fetchTask", { serviceId, workerId: "w1", timeToRecover: 60 });
+  expect((await f.call("status", { serviceId, taskId: task.taskId })).progress).toBeUndefined();
+  await f.call("update", { serviceId, workerId: "w1", progress: { percent: 10 } });
+  await f.call("update", { serviceId, workerId: "w1", progress: { percent: 60, step: "copy" } });
+  expect(await f.call("status", { serviceId, taskId: task.taskId })).toMatchObject({
+    state: "leased",
+    progress: { percent: 60, step: "copy" },
+  });
+  expect(await f.call("ack", { serviceId, workerId: "w1" })).toBe(true);
+  expect((await f.call("status", { serviceId, taskId: task.taskId })).state).toBe("done");
+});
+
 test("a lease cannot be extended beyond the configured maximum", async () => {
   const serviceId = randomUUID();
   await f.call("add", { serviceId, value: "x" });
