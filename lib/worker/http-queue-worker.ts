@@ -170,8 +170,8 @@ export class HttpQueueClient implements TaskTransport {
   }
 }
 
-export class HttpQueueWorker<Result = unknown> extends PullWorker<Result> {
-  constructor(options: HttpQueueWorkerOptions, handler: TaskHandler<Result>) {
+export class HttpQueueWorker<TValue = any, TResult = unknown> extends PullWorker<TValue, TResult> {
+  constructor(options: HttpQueueWorkerOptions, handler: TaskHandler<TValue, TResult>) {
     super(new HttpQueueClient(options), options, handler, {
       workerId: `${os.hostname().slice(0, 64)}-${process.pid}-${randomBytes(3).toString("hex")}`,
       logger: console,

@@ -12,15 +12,15 @@ import { TaskAbortedError, type TaskAbortReason } from "./worker-errors";
 import type { DeliveredTask, FailureKind, LeaseOutcome, TaskTransport } from "./task-transport";
 import type { WorkerLogger, WorkerOptions } from "./worker-options";
 
-/** The task as its handler sees it. */
-export interface WorkerTask {
+/** The task as its handler sees it (`TValue`: the type of the values added to the queue). */
+export interface WorkerTask<TValue = unknown> {
   readonly id: string;
   /** 1 on the first delivery. */
   readonly attempt: number;
   readonly serviceId: string;
   /** The slot's worker id that holds the task. */
   readonly workerId: string;
-  readonly value: unknown;
+  readonly value: TValue;
   /** End of the lease (ms since the epoch), moved on by each heartbeat. */
   readonly leaseUntil: number;
   /**
@@ -32,16 +32,23 @@ export interface WorkerTask {
   progress(progress: unknown): Promise<void>;
 }
 
-/** Does the work of one task; its result acks the task, a throw releases it for another attempt. */
-export type TaskHandler<Result = unknown> = (value: any, task: WorkerTask) => Result | Promise<Result>;
+/**
+ * Does the work of one task; its result acks the task, a throw releases it for another attempt.
+ * `TValue` is what the queue's producers add (the queue does not check it), `TResult` what the
+ * handler returns (the ack's result).
+ */
+export type TaskHandler<TValue = any, TResult = unknown> = (
+  value: TValue,
+  task: WorkerTask<TValue>,
+) => TResult | Promise<TResult>;
 
-export interface WorkerEvents {
+export interface WorkerEvents<TValue = any, TResult = unknown> {
   /** A task was delivered and its handler starts. */
-  active: [task: WorkerTask];
+  active: [task: WorkerTask<TValue>];
   /** The handler's result was acked. */
-  completed: [task: WorkerTask, result: unknown];
+  completed: [task: WorkerTask<TValue>, result: TResult];
   /** The handler threw (the task was released), or the task was lost or given back (a TaskAbortedError). */
-  failed: [task: WorkerTask, error: unknown];
+  failed: [task: WorkerTask<TValue>, error: unknown];
   /** A call to the queue failed; transient ones are retried. An error that stops the worker comes once. */
   error: [error: Error];
   /** close() has finished. */
@@ -57,10 +64,11 @@ interface Slot {
   current?: RunningTask;
 }
 
-class RunningTask implements WorkerTask {
+class RunningTask implements WorkerTask<any> {
   readonly id: string;
   readonly attempt: number;
-  readonly value: unknown;
+  // The handler's TValue: the queue does not check what producers add.
+  readonly value: any;
   leaseUntil: number;
   readonly controller = new AbortController();
   /** The worker no longer holds the task (update or ack said so): its result must not be reported. */
@@ -105,7 +113,7 @@ interface CallFailure {
   error: unknown;
 }
 
-export class PullWorker<Result = unknown> extends EventEmitter<WorkerEvents> {
+export class PullWorker<TValue = any, TResult = unknown> extends EventEmitter<WorkerEvents<TValue, TResult>> {
   readonly serviceId: string;
   readonly workerId: string;
   readonly concurrency: number;
@@ -130,7 +138,7 @@ export class PullWorker<Result = unknown> extends EventEmitter<WorkerEvents> {
   protected constructor(
     private readonly transport: TaskTransport,
     options: WorkerOptions,
-    private readonly handler: TaskHandler<Result>,
+    private readonly handler: TaskHandler<TValue, TResult>,
     defaults: { workerId: string; logger: WorkerLogger },
   ) {
     super();
@@ -249,9 +257,9 @@ export class PullWorker<Result = unknown> extends EventEmitter<WorkerEvents> {
     slot.state = "running";
     this.scheduleHeartbeat(task);
     this.notify("active", task);
-    let outcome: { result: Result } | { error: unknown };
+    let outcome: { result: TResult } | { error: unknown };
     try {
-      outcome = { result: await this.handler(delivered.value, task) };
+      outcome = { result: await this.handler(delivered.value as TValue, task) };
     } catch (error) {
       outcome = { error };
     }
@@ -269,7 +277,7 @@ export class PullWorker<Result = unknown> extends EventEmitter<WorkerEvents> {
     else await this.fail(task, outcome.error);
   }
 
-  private async complete(task: RunningTask, result: Result): Promise<void> {
+  private async complete(task: RunningTask, result: TResult): Promise<void> {
     const acked = await this.callWithRetries(task.leaseUntil, () => this.transport.ack(task.workerId, task.id, result));
     if ("failure" in acked) {
       // The result itself was refused (too large, invalid): the task fails with that reason.

@@ -30,8 +30,8 @@ export interface QueueWorkerOptions extends WorkerOptions {
 /** What QueueWorker needs of a broker. */
 export type QueueWorkerBroker = Pick<ServiceBroker, "call" | "nodeID" | "getLogger">;
 
-export class QueueWorker<Result = unknown> extends PullWorker<Result> {
-  constructor(broker: QueueWorkerBroker, options: QueueWorkerOptions, handler: TaskHandler<Result>) {
+export class QueueWorker<TValue = any, TResult = unknown> extends PullWorker<TValue, TResult> {
+  constructor(broker: QueueWorkerBroker, options: QueueWorkerOptions, handler: TaskHandler<TValue, TResult>) {
     super(new BrokerTaskTransport(broker, options), options, handler, {
       workerId: `${broker.nodeID.slice(0, 128)}-${randomBytes(3).toString("hex")}`,
       logger: broker.getLogger("queue-worker", { svc: options.queueService ?? "worker.queue" }),
