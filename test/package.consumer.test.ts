@@ -74,13 +74,21 @@ afterAll(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
-test("the tarball holds dist/, dist-console/, README.md, LICENSE, docs/ARCHITECTURE.md and package.json, nothing else", async () => {
+test("the tarball holds dist/, dist-console/, README.md (with its screenshots), CHANGELOG.md, LICENSE, docs/ARCHITECTURE.md and package.json, nothing else", async () => {
   const files = (await sh("tar", ["-tzf", tarball], workDir, 30_000)).trim().split("\n");
   const outside = files.filter(
     f =>
       !f.startsWith("package/dist/") &&
       !f.startsWith("package/dist-console/") &&
-      !["package/package.json", "package/README.md", "package/LICENSE", "package/docs/ARCHITECTURE.md"].includes(f),
+      ![
+        "package/package.json",
+        "package/README.md",
+        "package/CHANGELOG.md",
+        "package/LICENSE",
+        "package/docs/ARCHITECTURE.md",
+        "package/docs/console-overview.png",
+        "package/docs/console-queue.png",
+      ].includes(f),
   );
   expect(outside).toEqual([]);
   expect(files).toEqual(
@@ -93,6 +101,9 @@ test("the tarball holds dist/, dist-console/, README.md, LICENSE, docs/ARCHITECT
       "package/dist/lib/worker/queue-worker.js",
       "package/dist/lib/worker/http-queue-worker.js",
       "package/dist-console/index.html",
+      "package/CHANGELOG.md",
+      "package/docs/console-overview.png",
+      "package/docs/console-queue.png",
     ]),
   );
   expect(files.filter(f => /\/(test|bench|scripts|examples)\/|\.ts$(?<!\.d\.ts)|\.dev-|\.env|\.cache/.test(f))).toEqual(
