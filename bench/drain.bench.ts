@@ -9,6 +9,8 @@
  *   npx tsx bench/drain.bench.ts                    # 1, 8 and 32 workers, 3,000 tasks each
  *   BENCH_TASKS=10000 BENCH_WORKERS=32 npx tsx bench/drain.bench.ts
  *   BENCH_DEPTH=1 npx tsx bench/drain.bench.ts      # one batch in flight per queue (default 4)
+ *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
+ *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -17,7 +19,7 @@ import os from "node:os";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
-import { ensureCassandra } from "../lib/cassandra/launcher";
+import { ensureCassandra, startLocalCluster } from "../lib/cassandra/launcher";
 import { createKeysService } from "../services/keys.service";
 import { createQueueService } from "../services/queue.service";
 
@@ -25,6 +27,8 @@ const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
 const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
 /** The commit pipeline's depth (batches of the queue in flight); the engine's default when unset. */
 const DEPTH = process.env.BENCH_DEPTH ? Number(process.env.BENCH_DEPTH) : undefined;
+/** Nodes of a local Cassandra cluster to start (127.0.0.2...) with replication factor as many; 0: one node. */
+const CLUSTER = Number(process.env.BENCH_CLUSTER ?? 0);
 const meta = { ownerId: "bench-owner" };
 const value = { pad: "x".repeat(256 - JSON.stringify({ pad: "" }).length) };
 
@@ -77,13 +81,13 @@ function processCpu(pid: number): number {
   return ticks / 100;
 }
 
-function cassandraPid(): number | undefined {
+/** The Cassandra JVMs on this machine (all of them: with BENCH_CLUSTER, run nothing else). */
+function cassandraPids(): number[] {
   try {
     const out = execFileSync("pgrep", ["-f", "org.apache.cassandra.service.CassandraDaemon"], { encoding: "utf8" });
-    const pids = out.trim().split("\n").map(Number);
-    return pids.length === 1 ? pids[0] : undefined;
+    return out.trim().split("\n").map(Number);
   } catch {
-    return undefined;
+    return [];
   }
 }
 
@@ -113,8 +117,12 @@ async function drain(client: ServiceBroker, serviceId: string, workers: number):
 }
 
 async function main(): Promise<void> {
-  const cassandra = await ensureCassandra({ reuseIfRunning: true });
-  const cpid = cassandraPid();
+  const cassandra = CLUSTER
+    ? await startLocalCluster({ nodes: CLUSTER, commitlogSync: "periodic" })
+    : await ensureCassandra({ reuseIfRunning: true });
+  const pids = cassandraPids();
+  const cpid = pids.length === (CLUSTER || 1) ? pids : undefined;
+  const replication = `{'class': 'SimpleStrategy', 'replication_factor': ${CLUSTER || 1}}`;
   const dbClient = await connectCassandra({
     contactPoints: cassandra.contactPoints,
     localDataCenter: cassandra.localDataCenter,
@@ -126,12 +134,15 @@ async function main(): Promise<void> {
     createKeysService({
       client: dbClient,
       keyspace,
-      replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+      replication,
       masterKey: randomBytes(32).toString("base64"),
     }) as never,
   );
   queue.createService(
-    createQueueService({ client: dbClient, engine: { keyspace, ...(DEPTH ? { commitDepth: DEPTH } : {}) } }),
+    createQueueService({
+      client: dbClient,
+      engine: { keyspace, replication, ...(DEPTH ? { commitDepth: DEPTH } : {}) },
+    }),
   );
   const callers = new ServiceBroker({ nodeID: "drain-callers", namespace, transporter: "Fake", logger: false });
   await queue.start();
@@ -140,7 +151,7 @@ async function main(): Promise<void> {
   const counter = new StatementCounter(dbClient);
   console.log(
     `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, load ${os.loadavg()[0]!.toFixed(2)}; node ${process.version}; ` +
-      `Cassandra ${cassandra.contactPoints.join(",")}${cpid ? ` (pid ${cpid})` : " (CPU not measured: not one local JVM)"}`,
+      `Cassandra ${cassandra.contactPoints.join(",")}${cpid ? ` (pid ${cpid.join(", ")})` : " (CPU not measured: not the local JVMs)"}; replication factor ${CLUSTER || 1}`,
   );
   try {
     // Warm-up: the JIT of both sides, the keys, the prepared statements.
@@ -153,12 +164,13 @@ async function main(): Promise<void> {
       await new Promise(r => setTimeout(r, 1000));
       counter.reset();
       const cpu0 = process.cpuUsage();
-      const c0 = cpid ? processCpu(cpid) : 0;
+      const jvmCpu = () => (cpid ?? []).reduce((sum, pid) => sum + processCpu(pid), 0);
+      const c0 = jvmCpu();
       const t0 = performance.now();
       const done = await drain(callers, serviceId, workers);
       const secs = (performance.now() - t0) / 1000;
       const cpu = process.cpuUsage(cpu0);
-      const cassandraCpu = cpid ? processCpu(cpid) - c0 : NaN;
+      const cassandraCpu = cpid ? jvmCpu() - c0 : NaN;
       const perTask = (x: number) => (x / done).toFixed(2);
       const sizes = [...counter.batchSizes].sort((a, b) => a - b);
       const mean = sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
