@@ -69,7 +69,29 @@ export interface ApiServiceOptions {
   consoleFolder?: string | false;
   /** Where the console is served. @defaultValue "/console" */
   consolePath?: string;
+  /**
+   * Origins whose pages may call the API from a browser (CORS), or `["*"]` for any. Off when empty.
+   * @defaultValue API_CORS_ORIGINS (comma-separated), else none
+   */
+  corsOrigins?: string[];
 }
+
+/** Headers of every answer of the gateway's routes (the console's files set a fuller policy). */
+const SECURITY_HEADERS: Record<string, string> = {
+  "X-Content-Type-Options": "nosniff",
+  "Referrer-Policy": "no-referrer",
+  "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+  "X-Frame-Options": "DENY",
+};
+
+function securityHeaders(_req: IncomingMessage, res: ServerResponse, next: Next): void {
+  for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+  next();
+}
+
+/** A CORS preflight: answered by moleculer-web's CORS handling, before any token is asked for. */
+const isPreflight = (req: IncomingMessage): boolean =>
+  req.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined;
 
 /** Longest `?wait=` accepted on fetch, in seconds. */
 export const MAX_WAIT_SECONDS = 20;
@@ -139,10 +161,24 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
   const verifyJwt: TokenVerifier | undefined = authAction
     ? undefined
     : createJwtVerifier(options.jwt ?? jwtOptionsFromEnv(env));
+  const corsOrigins = (options.corsOrigins ?? (env.API_CORS_ORIGINS ?? "").split(","))
+    .map(o => o.trim())
+    .filter(o => o !== "");
+  const cors =
+    corsOrigins.length === 0
+      ? undefined
+      : {
+          origin: corsOrigins.includes("*") ? "*" : corsOrigins,
+          methods: ["GET", "POST"],
+          allowedHeaders: ["Authorization", "Content-Type"],
+          exposedHeaders: ["X-Task-Id", "X-Task-Attempt", "X-Lease-Until", "Retry-After"],
+          maxAge: 600,
+        };
   const jsonParser = ApiGateway.bodyParser.json({ limit: bodyLimit, strict: false, type: () => true });
   const openApi = JSON.stringify(queueApiDocument({ basePath, bodyLimit, maxWaitSeconds: MAX_WAIT_SECONDS }));
 
   function authenticate(this: ApiService, req: ApiRequest, _res: ServerResponse, next: Next): void {
+    if (cors && isPreflight(req)) return next();
     this.authenticateRequest(req).then(grant => {
       req.$grant = grant;
       next();
@@ -150,6 +186,7 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
   }
 
   function parseBody(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    if (cors && isPreflight(req)) return next();
     jsonParser(req, res, (err?: unknown) =>
       next(err === undefined || err === null ? undefined : bodyError(err, bodyLimit)),
     );
@@ -179,6 +216,8 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
       logResponse: "debug",
       logRequestParams: null,
       logRouteRegistration: "debug",
+      use: [securityHeaders],
+      ...(cors ? { cors } : {}),
       routes: [
         {
           name: "queue",

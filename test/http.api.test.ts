@@ -91,9 +91,17 @@ beforeAll(async () => {
       createApiService({ port: 0, ip: "127.0.0.1", jwt: { secret } }),
       createApiService({ name: "api-delegated", port: 0, ip: "127.0.0.1", authAction: "auth.verify" }),
       createApiService({ name: "api-stub", port: 0, ip: "127.0.0.1", jwt: { secret }, queueService: "stub.queue" }),
+      createApiService({
+        name: "api-cors",
+        port: 0,
+        ip: "127.0.0.1",
+        jwt: { secret },
+        corsOrigins: ["https://ops.example"],
+      }),
     ],
   });
   base = `http://127.0.0.1:${apiPort(broker)}/api`;
+  corsBase = `http://127.0.0.1:${apiPort(broker, "api-cors")}/api`;
   delegatedBase = `http://127.0.0.1:${apiPort(broker, "api-delegated")}/api`;
   stubBase = `http://127.0.0.1:${apiPort(broker, "api-stub")}/api`;
 });
@@ -105,6 +113,70 @@ afterAll(async () => {
 });
 
 const route = (serviceId: string, op: string) => `${base}/queue/${serviceId}/${op}`;
+let corsBase: string;
+
+describe("browser safety", () => {
+  test("every answer of the API says nosniff, no referrer and no framing, refusals too", async () => {
+    const serviceId = randomUUID();
+    const token = await tokenFor(secret, "owner-h", [serviceId]);
+    const answers = [
+      await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } }),
+      await request(route(serviceId, "fetch"), { body: { workerId: "w" } }), // 401
+      await request(`${base.replace(/\/api$/, "")}/health`, { method: "GET" }),
+      await request(`${base}/openapi.json`, { method: "GET" }),
+    ];
+    for (const a of answers) {
+      expect(a.headers.get("x-content-type-options")).toBe("nosniff");
+      expect(a.headers.get("referrer-policy")).toBe("no-referrer");
+      expect(a.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+      expect(a.headers.get("x-frame-options")).toBe("DENY");
+    }
+    expect(answers.map(a => a.status)).toEqual([204, 401, 200, 200]);
+  });
+
+  test("CORS is off unless configured: no Access-Control headers, a preflight gets no permission", async () => {
+    const serviceId = randomUUID();
+    const pre = await request(route(serviceId, "fetch"), {
+      method: "OPTIONS",
+      headers: { origin: "https://ops.example", "access-control-request-method": "POST" },
+    });
+    expect(pre.headers.get("access-control-allow-origin")).toBeNull();
+  });
+
+  test("with corsOrigins, a preflight from a listed origin is allowed without a token, others are not; calls still need one", async () => {
+    const serviceId = randomUUID();
+    const preflight = (origin: string) =>
+      request(`${corsBase}/queue/${serviceId}/fetch`, {
+        method: "OPTIONS",
+        headers: {
+          origin,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization, content-type",
+        },
+      });
+    const ok = await preflight("https://ops.example");
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get("access-control-allow-origin")).toBe("https://ops.example");
+    expect(ok.headers.get("access-control-allow-headers")).toMatch(/Authorization/);
+    const other = await preflight("https://evil.example");
+    expect(other.headers.get("access-control-allow-origin")).toBeNull();
+
+    const anonymous = await request(`${corsBase}/queue/${serviceId}/fetch`, {
+      body: { workerId: "w" },
+      headers: { origin: "https://ops.example" },
+    });
+    expect(anonymous.status).toBe(401);
+    const token = await tokenFor(secret, "owner-h", [serviceId]);
+    const call = await request(`${corsBase}/queue/${serviceId}/fetch`, {
+      token,
+      body: { workerId: "w" },
+      headers: { origin: "https://ops.example" },
+    });
+    expect(call.status).toBe(204);
+    expect(call.headers.get("access-control-allow-origin")).toBe("https://ops.example");
+    expect(call.headers.get("access-control-expose-headers")).toMatch(/X-Task-Id/);
+  });
+});
 
 /** Every error body is exactly `{ type, message, data }`. */
 function expectError(answer: HttpAnswer, status: number, type: string): any {
