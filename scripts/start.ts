@@ -1,6 +1,7 @@
 /**
  * `npm start`: a Moleculer node with the project's services. Without CASSANDRA_CONTACT_POINTS it
- * first starts a local Cassandra (data in .cache/cassandra/dev-data) and stops it on exit.
+ * first starts a local Cassandra (data in .cache/cassandra/dev-data) and stops it on exit; it builds
+ * the operator console first when dist-console/ is missing or stale.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -9,6 +10,7 @@ import { defaultCacheDir, ensureCassandra, type CassandraHandle } from "../lib/c
 import { DEV_API_SECRET_FILE, developmentSecret } from "../lib/dev-secret";
 import { ConfigurationError } from "../lib/errors";
 import { defaultConsoleFolders } from "../lib/http/console";
+import { canBuildConsole, consoleBuildIsFresh, ensureConsoleBuilt } from "./console-build";
 
 let broker: ServiceBroker | undefined;
 let cassandra: CassandraHandle | undefined;
@@ -34,6 +36,17 @@ async function main(): Promise<void> {
   const port = process.env.PORT;
   if (port !== undefined && !/^\d{1,5}$/.test(port)) {
     throw new ConfigurationError("PORT", `PORT=${port} is not a port number: use 1-65535`);
+  }
+
+  // A checkout serves its console at once: built here when missing or older than its sources.
+  if (canBuildConsole() && !consoleBuildIsFresh()) {
+    console.log("Building the operator console (dist-console/ is missing or older than console/)…");
+    try {
+      await ensureConsoleBuilt();
+    } catch (error) {
+      console.warn(`The console could not be built; /console/ answers 503 until \`npm run build:console\` works:`);
+      console.warn((error as Error).message.split("\n").slice(0, 5).join("\n"));
+    }
   }
 
   if (!process.env.CASSANDRA_CONTACT_POINTS) {
