@@ -100,6 +100,7 @@ test("the tarball holds dist/, dist-console/, README.md (with its screenshots), 
       "package/dist/index.d.ts",
       "package/dist/lib/worker/queue-worker.js",
       "package/dist/lib/worker/http-queue-worker.js",
+      "package/dist/lib/cli/main.js",
       "package/dist-console/index.html",
       "package/CHANGELOG.md",
       "package/docs/console-overview.png",
@@ -109,6 +110,12 @@ test("the tarball holds dist/, dist-console/, README.md (with its screenshots), 
   expect(files.filter(f => /\/(test|bench|scripts|examples)\/|\.ts$(?<!\.d\.ts)|\.dev-|\.env|\.cache/.test(f))).toEqual(
     [],
   );
+});
+
+test("the package installs the queuectl command", async () => {
+  const usage = await sh(join(app, "node_modules", ".bin", "queuectl"), ["--help"], app, 60_000);
+  expect(usage).toMatch(/^usage: queuectl <command>/);
+  expect(usage).toContain("purge <serviceId> --yes");
 });
 
 test("CommonJS: require() it, encrypt with KeysService, guard with AclMiddleware, work with QueueWorker", async () => {
