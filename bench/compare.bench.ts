@@ -19,7 +19,7 @@ import os from "node:os";
 import amqp from "amqplib";
 import { Queue, Worker } from "bullmq";
 import type { ServiceBroker } from "moleculer";
-import { ensureCassandra } from "../lib/cassandra/launcher";
+import { ensureCassandra } from "../scripts/cassandra-launcher";
 import { clientBroker, dropKeyspace, freshNames, meta, NATS, StandaloneNode, waitForQueueNodes } from "./cluster";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);

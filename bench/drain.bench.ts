@@ -19,7 +19,7 @@ import os from "node:os";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
-import { ensureCassandra, startLocalCluster } from "../lib/cassandra/launcher";
+import { ensureCassandra, startLocalCluster } from "../scripts/cassandra-launcher";
 import { createKeysService } from "../services/keys.service";
 import { createQueueService } from "../services/queue.service";
 

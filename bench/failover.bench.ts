@@ -9,7 +9,7 @@
  *   npx tsx bench/failover.bench.ts [kill|pause]
  */
 import { randomUUID } from "node:crypto";
-import { ensureCassandra } from "../lib/cassandra/launcher";
+import { ensureCassandra } from "../scripts/cassandra-launcher";
 import {
   call,
   clientBroker,

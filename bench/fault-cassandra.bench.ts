@@ -9,7 +9,7 @@
  *   FAULT_TASKS=20000 npx tsx bench/fault-cassandra.bench.ts
  */
 import { randomUUID } from "node:crypto";
-import { startLocalCluster } from "../lib/cassandra/launcher";
+import { startLocalCluster } from "../scripts/cassandra-launcher";
 import { History } from "../test/helpers/history";
 import { call, clientBroker, freshNames, sleep, StandaloneNode, value256, waitForQueueNodes } from "./cluster";
 

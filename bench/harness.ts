@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
-import { ensureCassandra } from "../lib/cassandra/launcher";
+import { ensureCassandra } from "../scripts/cassandra-launcher";
 import { mintAccessToken } from "../lib/http/access-token";
 import { createApiService } from "../services/api.service";
 import { createKeysService } from "../services/keys.service";

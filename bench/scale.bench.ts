@@ -14,7 +14,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import { ensureCassandra } from "../lib/cassandra/launcher";
+import { ensureCassandra } from "../scripts/cassandra-launcher";
 import {
   call,
   clientBroker,

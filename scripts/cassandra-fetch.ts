@@ -1,5 +1,5 @@
 /** Downloads Apache Cassandra's jars into .cache/cassandra/lib (CI runs it before the tests). */
-import { fetchCassandraJars } from "../lib/cassandra/launcher";
+import { fetchCassandraJars } from "./cassandra-launcher";
 
 fetchCassandraJars()
   .then(libDir => process.stderr.write(`[cassandra] jars ready in ${libDir}\n`))

@@ -7,7 +7,7 @@
  * keyspace with QUEUE_REPLICATION_FACTOR=3.
  */
 import { join } from "node:path";
-import { cqlAnswers, defaultCacheDir, ensureCassandra, startLocalCluster } from "../lib/cassandra/launcher";
+import { cqlAnswers, defaultCacheDir, ensureCassandra, startLocalCluster } from "./cassandra-launcher";
 
 function nodesArgument(argv: string[]): number {
   const i = argv.findIndex(a => a === "--nodes" || a.startsWith("--nodes="));

@@ -6,8 +6,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ServiceBroker } from "moleculer";
-import { defaultCacheDir, ensureCassandra, type CassandraHandle } from "../lib/cassandra/launcher";
-import { DEV_API_SECRET_FILE, developmentSecret } from "../lib/dev-secret";
+import { defaultCacheDir, ensureCassandra, type CassandraHandle } from "./cassandra-launcher";
+import { DEV_API_SECRET_FILE, developmentSecret } from "./dev-secret";
 import { ConfigurationError } from "../lib/errors";
 import { defaultConsoleFolders } from "../lib/http/console";
 import { canBuildConsole, consoleBuildIsFresh, ensureConsoleBuilt } from "./console-build";

@@ -7,7 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
-import { DEV_API_SECRET_FILE, developmentSecret } from "../lib/dev-secret";
+import { DEV_API_SECRET_FILE, developmentSecret } from "./dev-secret";
 import { mintAccessToken } from "../lib/http/access-token";
 
 const USAGE =

@@ -1,7 +1,7 @@
 import { createServer, type AddressInfo } from "node:net";
 import { types, type Client } from "cassandra-driver";
 import { cassandraClientOptions, cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
-import { ensureCassandra } from "../lib/cassandra/launcher";
+import { ensureCassandra } from "../scripts/cassandra-launcher";
 import { ConfigurationError, StorageUnavailableError } from "../lib/errors";
 import { createKeyspace, dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
 

@@ -2,7 +2,7 @@
  * Starts one Cassandra for the whole jest run (or uses CASSANDRA_CONTACT_POINTS) and hands its
  * address to the test workers through the environment they inherit.
  */
-import { ensureCassandra, type CassandraHandle } from "../lib/cassandra/launcher";
+import { ensureCassandra, type CassandraHandle } from "../scripts/cassandra-launcher";
 
 declare global {
   var __TEST_CASSANDRA__: CassandraHandle | undefined;

@@ -107,6 +107,8 @@ test("the tarball holds dist/, dist-console/, README.md (with its screenshots), 
       "package/docs/console-queue.png",
     ]),
   );
+  // The local Cassandra launcher and the development secrets are tools of a checkout, not of the package.
+  expect(files.filter(f => /launcher|dev-secret|console-build/.test(f))).toEqual([]);
   expect(files.filter(f => /\/(test|bench|scripts|examples)\/|\.ts$(?<!\.d\.ts)|\.dev-|\.env|\.cache/.test(f))).toEqual(
     [],
   );

@@ -1,5 +1,5 @@
 /**
- * G1 across a Cassandra restart. This file starts its OWN Cassandra (lib/cassandra/launcher.ts, a
+ * G1 across a Cassandra restart. This file starts its OWN Cassandra (scripts/cassandra-launcher.ts, a
  * local JVM: the test Cassandra of the run is left alone) on its own ports and data folder, with
  * `commitlog_sync: batch` so that every acknowledged write is on disk. A broker with the queue
  * service runs against it; 200 tasks are added, 50 fetched and acked, one more is leased and left
@@ -20,7 +20,7 @@ import {
   ensureCassandra,
   type CassandraHandle,
   type LauncherOptions,
-} from "../lib/cassandra/launcher";
+} from "../scripts/cassandra-launcher";
 import { PlainCodec } from "../lib/codec";
 import { createQueueService } from "../services/queue.service";
 
