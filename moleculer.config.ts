@@ -1,70 +1,8 @@
 /**
- * Broker options for `npm start` (and moleculer-runner), read from the environment like
- * moleculer-runner does: TRANSPORTER, NAMESPACE, NODEID, LOGLEVEL. The ACL middleware guards the
- * queue; METRICS=true adds Moleculer metrics with a Prometheus endpoint on METRICS_PORT.
+ * Broker options for `npm start` (and moleculer-runner), from the environment: see
+ * lib/broker-options.ts.
  */
-import type { BrokerOptions, LogLevels } from "moleculer";
-import { ConfigurationError } from "./lib/errors";
-import { AclMiddleware } from "./middleware/acl.middleware";
+import { brokerOptionsFromEnv } from "./lib/broker-options";
 
-const LOG_LEVELS: readonly LogLevels[] = ["fatal", "error", "warn", "info", "debug", "trace"];
-
-/** Builds the options from `env`; throws ConfigurationError naming the variable to fix. */
-export function brokerOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): BrokerOptions {
-  const logLevel = (env.LOGLEVEL || "info").toLowerCase() as LogLevels;
-  if (!LOG_LEVELS.includes(logLevel)) {
-    throw new ConfigurationError(
-      "LOGLEVEL",
-      `LOGLEVEL=${env.LOGLEVEL} is not valid: use one of ${LOG_LEVELS.join(", ")}`,
-    );
-  }
-  const transporter = env.TRANSPORTER?.trim();
-  if (transporter && transporter !== "none" && !/^[a-z][a-z0-9+.-]*:\/\/\S+$/i.test(transporter)) {
-    throw new ConfigurationError(
-      "TRANSPORTER",
-      `TRANSPORTER=${transporter} is not a transporter URL: use e.g. nats://127.0.0.1:4222, or none for a local-only broker`,
-    );
-  }
-  return {
-    namespace: env.NAMESPACE || "",
-    nodeID: env.NODEID || null,
-    // A URL string is resolved by Moleculer at run time; its type names only the short names.
-    transporter: transporter && transporter !== "none" ? (transporter as BrokerOptions["transporter"]) : null,
-    logger: {
-      type: "Console",
-      options: { level: logLevel, formatter: "short", colors: Boolean(process.stdout.isTTY) },
-    },
-    logLevel,
-    requestTimeout: 10_000,
-    // Moleculer's own failure detection (the queue nodes also beat each other every 500 ms): a dead
-    // node's pending calls are rejected within a few seconds instead of at the request timeout.
-    heartbeatInterval: positiveSeconds(env, "HEARTBEAT_INTERVAL", 1),
-    heartbeatTimeout: positiveSeconds(env, "HEARTBEAT_TIMEOUT", 3),
-    middlewares: [
-      AclMiddleware({ services: [env.QUEUE_SERVICE_NAME || "worker.queue"], aclAction: env.ACL_ACTION || undefined }),
-    ],
-    metrics: metricsFromEnv(env),
-    tracing: false,
-  };
-}
-
-function positiveSeconds(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0)
-    throw new ConfigurationError(name, `${name}=${raw} is not a number of seconds > 0`);
-  return n;
-}
-
-function metricsFromEnv(env: NodeJS.ProcessEnv): BrokerOptions["metrics"] {
-  const on = (env.METRICS ?? "").toLowerCase();
-  if (!["true", "1", "yes", "on"].includes(on)) return false;
-  const port = Number(env.METRICS_PORT || 3030);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new ConfigurationError("METRICS_PORT", `METRICS_PORT=${env.METRICS_PORT} is not a port number`);
-  }
-  return { enabled: true, reporter: [{ type: "Prometheus", options: { port, path: "/metrics" } }] };
-}
-
+export { brokerOptionsFromEnv };
 export default brokerOptionsFromEnv();

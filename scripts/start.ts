@@ -3,16 +3,13 @@
  * first starts a local Cassandra (data in .cache/cassandra/dev-data) and stops it on exit; it builds
  * the operator console first when dist-console/ is missing or stale.
  */
-import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ServiceBroker } from "moleculer";
+import { checkNodeEnv, startQueueNode, type QueueNode } from "../lib/server";
 import { defaultCacheDir, ensureCassandra, type CassandraHandle } from "./cassandra-launcher";
 import { DEV_API_SECRET_FILE, developmentSecret } from "./dev-secret";
-import { ConfigurationError } from "../lib/errors";
-import { defaultConsoleFolders } from "../lib/http/console";
 import { canBuildConsole, consoleBuildIsFresh, ensureConsoleBuilt } from "./console-build";
 
-let broker: ServiceBroker | undefined;
+let node: QueueNode | undefined;
 let cassandra: CassandraHandle | undefined;
 let stopping = false;
 
@@ -32,11 +29,7 @@ async function main(): Promise<void> {
   }
 
   // Bad settings fail before anything is started.
-  const { default: brokerOptions } = await import("../moleculer.config");
-  const port = process.env.PORT;
-  if (port !== undefined && !/^\d{1,5}$/.test(port)) {
-    throw new ConfigurationError("PORT", `PORT=${port} is not a port number: use 1-65535`);
-  }
+  checkNodeEnv(env);
 
   // A checkout serves its console at once: built here when missing or older than its sources.
   if (canBuildConsole() && !consoleBuildIsFresh()) {
@@ -49,13 +42,13 @@ async function main(): Promise<void> {
     }
   }
 
-  if (!process.env.CASSANDRA_CONTACT_POINTS) {
+  if (!env.CASSANDRA_CONTACT_POINTS) {
     cassandra = await ensureCassandra({
-      dataDir: process.env.CASSANDRA_DATA_DIR ?? join(defaultCacheDir(), "dev-data"),
+      dataDir: env.CASSANDRA_DATA_DIR ?? join(defaultCacheDir(), "dev-data"),
       reuseIfRunning: true,
     });
-    process.env.CASSANDRA_CONTACT_POINTS = cassandra.contactPoints.join(",");
-    process.env.CASSANDRA_LOCAL_DC = cassandra.localDataCenter;
+    env.CASSANDRA_CONTACT_POINTS = cassandra.contactPoints.join(",");
+    env.CASSANDRA_LOCAL_DC = cassandra.localDataCenter;
     void cassandra.exited?.then(code => {
       if (!stopping) {
         console.error(`Cassandra exited on its own (code ${code}); see ${cassandra?.logFile}`);
@@ -65,27 +58,8 @@ async function main(): Promise<void> {
   }
   if (stopping) return;
 
-  const { serviceSchemas } = await import("../services");
-  broker = new ServiceBroker({ ...brokerOptions, skipProcessEventRegistration: true });
-  for (const schema of serviceSchemas()) broker.createService(schema);
-  await broker.start();
-
-  const api = broker.getLocalService("api");
-  const apiPort = (api?.settings as { port?: number } | undefined)?.port;
-  if (apiPort) {
-    console.log(`HTTP gateway listening on http://localhost:${apiPort}`);
-    const built = defaultConsoleFolders().some(folder => existsSync(join(folder, "index.html")));
-    console.log(
-      `Operator console: http://localhost:${apiPort}/console/ ` +
-        (built
-          ? "(sign in with a token from `npm run token -- --owner <owner> --service '*'`)"
-          : "(not built yet: run `npm run build:console`)"),
-    );
-  }
-  console.log(
-    `Ready: node ${broker.nodeID}, transporter ${brokerOptions.transporter ?? "none (local only)"}, ` +
-      `Cassandra ${process.env.CASSANDRA_CONTACT_POINTS}. Ctrl-C stops it.`,
-  );
+  node = await startQueueNode(env, line => console.log(line), "npm run token -- --owner <owner> --service '*'");
+  console.log("Ctrl-C stops it.");
 }
 
 /** Stops the broker first (its services still need Cassandra while they stop), then Cassandra. */
@@ -94,7 +68,7 @@ async function shutdown(reason: string, exitCode: number): Promise<void> {
   stopping = true;
   if (reason.startsWith("SIG")) console.log(`\n${reason}: stopping…`);
   try {
-    await broker?.stop();
+    await node?.stop();
   } catch (error) {
     console.error(`Stopping the broker failed: ${(error as Error).message}`);
     exitCode = exitCode || 1;
