@@ -252,6 +252,42 @@ test("purge needs the queue id typed as confirmation", async () => {
   await waitFor(
     async () => (await page.locator('[data-testid="queue-stats"] [data-stat="ready"]').textContent()) === "0",
   );
+  // Another queue's page does not inherit the notice.
+  await page.goto(`${origin}/console/#/queue/${q1}`);
+  await page.locator("#queue-title", { hasText: q1 }).waitFor();
+  await page.locator('[data-testid="queue-stats"]').waitFor();
+  expect(await page.getByTestId("notice").count()).toBe(0);
+  expect(problems).toEqual([]);
+});
+
+test("a long worker id wraps inside its table, an empty chart says so, and Reason stays in view with a task open", async () => {
+  const q3 = randomUUID();
+  const longWorker = `worker-${"x".repeat(200)}`;
+  await call("add", { serviceId: q3, value: { job: "held" } });
+  await call("fetchTask", { serviceId: q3, workerId: longWorker, timeToRecover: 600 });
+  await call("add", { serviceId: q3, value: { job: "dies" }, maxAttempts: 1, taskId: "dies" });
+  await call("fetchTask", { serviceId: q3, workerId: "w-dies" });
+  await call("release", { serviceId: q3, workerId: "w-dies", error: { message: "x".repeat(300) } });
+  const { page, problems } = await signIn(tokenA, `#/queue/${q3}`);
+  await page.getByTestId("chart-empty").waitFor();
+  expect(await page.getByTestId("chart-empty").textContent()).toContain("No completions");
+
+  await page.locator("details.workers summary").click();
+  const overflow = await page.getByTestId("workers-table").evaluate(t => {
+    const box = t.parentElement!.getBoundingClientRect();
+    return t.getBoundingClientRect().right - box.right;
+  });
+  expect(overflow).toBeLessThanOrEqual(1);
+
+  await page.goto(`${origin}/console/#/queue/${q3}?state=dead&task=dies`);
+  await page.getByTestId("task-panel").waitFor();
+  const reason = page.getByTestId("task-reason").first();
+  await reason.waitFor();
+  const cut = await reason.evaluate(cell => {
+    const scroller = cell.closest(".tasks")!.getBoundingClientRect();
+    return cell.getBoundingClientRect().right - scroller.right;
+  });
+  expect(cut).toBeLessThanOrEqual(1);
   expect(problems).toEqual([]);
 });
 

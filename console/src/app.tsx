@@ -63,7 +63,7 @@ function Shell() {
   return (
     <>
       <TopBar />
-      <main>{route.page === "queue" ? <QueuePage route={route} /> : <Overview />}</main>
+      <main>{route.page === "queue" ? <QueuePage key={route.serviceId} route={route} /> : <Overview />}</main>
     </>
   );
 }

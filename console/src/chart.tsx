@@ -33,6 +33,11 @@ export function Throughput({ slots, width = 120, height = 28, labelled = false }
       <title>{title}</title>
       <line class="axis" x1={0} x2={width} y1={chartHeight - 0.5} y2={chartHeight - 0.5} />
       <path class="bar" d={bars(slots, max, barWidth, gap, chartHeight)} />
+      {labelled && total === 0 && (
+        <text class="empty" x={width / 2} y={chartHeight / 2 + 4} text-anchor="middle" data-testid="chart-empty">
+          No completions in the last {minutes} min
+        </text>
+      )}
       {labelled && (
         <>
           <text class="label" x={0} y={height - 2}>

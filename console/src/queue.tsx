@@ -128,7 +128,7 @@ function StatsPanel({ stats }: { stats: QueueStats }) {
           <summary>
             {stats.workers.length} worker{stats.workers.length === 1 ? "" : "s"} holding a task
           </summary>
-          <table class="grid compact">
+          <table class="grid compact wrap" data-testid="workers-table">
             <thead>
               <tr>
                 <th scope="col">Worker</th>
@@ -280,9 +280,11 @@ function TaskList({ serviceId, tasks, total, offset, state, selectedTask, onPage
                   {t.attempt ?? 0}
                   {t.maxAttempts ? ` / ${t.maxAttempts}` : ""}
                 </td>
-                <td class="mono">{t.worker ?? "–"}</td>
+                <td class="mono breakable">{t.worker ?? "–"}</td>
                 <td>{t.state === "leased" ? moment(t.leaseUntil) : moment(t.notBefore)}</td>
-                <td>{t.reason ?? ""}</td>
+                <td class="breakable" data-testid="task-reason">
+                  {t.reason ?? ""}
+                </td>
               </tr>
             ))}
           </tbody>
