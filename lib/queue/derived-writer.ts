@@ -44,7 +44,8 @@ const RETRIES = 6;
 /** task_index writes of one task that are not durable yet: its entry (source) and its latest hint. */
 export interface PendingIndex {
   entry?: IndexEntry & { at: number };
-  hint?: { hint: ParkedHint; at: number };
+  /** `landed`: durable already, kept while the entry's own write is in flight (see settleIndex). */
+  hint?: { hint: ParkedHint; at: number; landed?: boolean };
 }
 
 /** What task_index says of a task once `pending` lands over `stored` (the later event wins, as in the table). */
@@ -53,7 +54,8 @@ export function overlayIndex(pending: PendingIndex | undefined, stored: IndexEnt
   const e = pending.entry;
   const base: IndexEntry | null = e ? { seq: e.seq, pos: e.pos, clientId: e.clientId, hint: e.hint } : stored;
   if (!base) return null;
-  if (pending.hint && (!e || pending.hint.at > e.at)) return { ...base, hint: pending.hint.hint };
+  // A hint at the entry's own position (a delayed add's) is newer than the entry's "none".
+  if (pending.hint && (!e || pending.hint.at >= e.at)) return { ...base, hint: pending.hint.hint };
   return base;
 }
 
@@ -72,10 +74,7 @@ export class DerivedWriter {
   private readonly roomWaiters: (() => void)[] = [];
   private readonly highWater: number;
   /** task_index writes not durable yet, so that lookups in the meantime find them. */
-  private readonly pendingIndex = new Map<
-    string,
-    { entry?: IndexEntry & { at: number }; hint?: { hint: ParkedHint; at: number } }
-  >();
+  private readonly pendingIndex = new Map<string, PendingIndex>();
 
   constructor(
     private readonly store: QueueStore,
@@ -200,11 +199,18 @@ export class DerivedWriter {
     switch (w.kind) {
       case "index":
         await this.store.writeIndex(q, w.taskId, w.seq, w.pos, w.clientId, w.expiresAt, w.delivered ?? false);
-        this.settleIndex(w.taskId, p => (p.entry?.at === w.pos ? { ...p, entry: undefined } : p));
+        // A hint that landed first was kept for the overlay (below): the row is whole now.
+        this.settleIndex(w.taskId, p =>
+          p.entry?.at === w.pos ? { entry: undefined, hint: p.hint?.landed ? undefined : p.hint } : p,
+        );
         return;
       case "hint":
         await this.store.writeHint(q, w.taskId, w.hint, w.at, w.expiresAt);
-        this.settleIndex(w.taskId, p => (p.hint?.at === w.at ? { ...p, hint: undefined } : p));
+        // While the entry's own write is still in flight, the overlay takes the entry from memory
+        // and does not read the row: keep the landed hint in memory until the entry lands too.
+        this.settleIndex(w.taskId, p =>
+          p.hint?.at === w.at ? { ...p, hint: p.entry ? { ...p.hint, landed: true } : undefined } : p,
+        );
         return;
       case "due":
       case "dead": {

@@ -1,0 +1,60 @@
+/**
+ * What a lookup of task_index sees while a delayed add's two writes (the entry and its hint, both
+ * stamped with the add's position) are in flight and land in either order: always "delayed". The
+ * table settles it the same way (equal timestamps, the larger hint code wins); the overlay in
+ * memory must agree at every moment, or `status` says "waiting" for a delayed task.
+ */
+import { BodyLoader, DerivedWriter, overlayIndex } from "../lib/queue/derived-writer";
+import type { IndexEntry, QueueStore } from "../lib/queue/store";
+
+type Pending = { resolve: () => void };
+
+function setup() {
+  const writes: Record<"index" | "hint", Pending[]> = { index: [], hint: [] };
+  const store = {
+    writeIndex: () => new Promise<void>(resolve => writes.index.push({ resolve })),
+    writeHint: () => new Promise<void>(resolve => writes.hint.push({ resolve })),
+  } as unknown as QueueStore;
+  const writer = new DerivedWriter(
+    store,
+    "o/q",
+    new BodyLoader(store, "o/q"),
+    { rowDurable: () => undefined, markDurable: () => undefined, cancelDurable: () => undefined },
+    reason => {
+      throw new Error(reason);
+    },
+  );
+  const delayed = { kind: "delayed" as const, minute: 60_000, part: 0, dueAt: 90_000, pos: 5 };
+  writer.enqueue({ kind: "index", taskId: "t", seq: 1, pos: 5, clientId: false, expiresAt: Date.now() + 60_000 });
+  writer.enqueue({ kind: "hint", taskId: "t", hint: delayed, at: 5, expiresAt: Date.now() + 60_000 });
+  // What the row holds once both landed, as the lookups would read it.
+  const stored: IndexEntry = { seq: 1, pos: 5, clientId: false, hint: delayed };
+  const seen = (storedNow: IndexEntry | null) => overlayIndex(writer.pendingOf("t"), storedNow)?.hint.kind;
+  return { writes, writer, stored, seen };
+}
+
+const settle = () => new Promise(r => setImmediate(r));
+
+test.each(["hint first", "entry first"] as const)(
+  "a delayed add's entry and hint landing %s: the overlay says delayed at every step",
+  async order => {
+    const { writes, writer, stored, seen } = setup();
+    await settle();
+    expect(writes.index).toHaveLength(1);
+    expect(writes.hint).toHaveLength(1);
+    // Both in flight: the row may hold nothing yet.
+    expect(seen(null)).toBe("delayed");
+    const [first, second] =
+      order === "hint first" ? [writes.hint[0]!, writes.index[0]!] : [writes.index[0]!, writes.hint[0]!];
+    first.resolve();
+    await settle();
+    // One landed: the row holds only that one (an entry without its hint, or a hint without an entry).
+    const partial: IndexEntry | null =
+      order === "hint first" ? null : { seq: 1, pos: 5, clientId: false, hint: { kind: "none" } };
+    expect(seen(partial)).toBe("delayed");
+    second.resolve();
+    await settle();
+    expect(writer.hasPending("t")).toBe(false);
+    expect(seen(stored)).toBe("delayed");
+  },
+);
