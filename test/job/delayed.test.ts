@@ -6,13 +6,23 @@ const f = queueFixture("job_delayed");
 
 test("a delayed task waits; a ready one behind it goes first", async () => {
   const serviceId = randomUUID();
-  await f.call("add", { serviceId, value: "in 0.5 s", delay: 0.5 });
+  // Ten minutes: still delayed whatever the machine's speed.
+  await f.call("add", { serviceId, value: "in 10 min", delay: 600 });
   await f.call("add", { serviceId, value: "now" });
   expect(await f.call("fetch", { serviceId, workerId: "a" })).toBe("now");
   expect(await f.call("fetch", { serviceId, workerId: "b" })).toBeNull();
   expect((await f.call("stats", { serviceId })).delayed).toBe(1);
-  await sleep(550);
-  expect(await f.call("fetch", { serviceId, workerId: "b" })).toBe("in 0.5 s");
+  // Half a second: it comes, and not before its time.
+  const added = Date.now();
+  await f.call("add", { serviceId, value: "in 0.5 s", delay: 0.5 });
+  let got: unknown = null;
+  while (got === null) {
+    got = await f.call("fetch", { serviceId, workerId: "b" });
+    if (got === null) await sleep(50);
+  }
+  expect(got).toBe("in 0.5 s");
+  expect(Date.now() - added).toBeGreaterThanOrEqual(500);
+  expect((await f.call("stats", { serviceId })).delayed).toBe(1);
 });
 
 test("notBefore is an absolute time", async () => {

@@ -17,9 +17,11 @@ const f = queueFixture("job_heartbeat", { engine: { maxLeaseMs: 1500 }, services
 test("heartbeats keep a task whose work outlasts timeToRecover away from other workers", async () => {
   const serviceId = randomUUID();
   await f.call("add", { serviceId, value: "long job" });
-  const task = await f.call("fetchTask", { serviceId, workerId: "w1", timeToRecover: 0.4 });
+  // 1 s of work on a 0.6 s lease, a beat every 0.25 s: 0.35 s of slack per beat, and 0.5 s before
+  // the 1.5 s cap of maxLeaseMs, for a busy machine.
+  const task = await f.call("fetchTask", { serviceId, workerId: "w1", timeToRecover: 0.6 });
   for (let i = 0; i < 4; i++) {
-    await sleep(200);
+    await sleep(250);
     const beat = await f.call("update", { serviceId, workerId: "w1", progress: { percent: i * 25 } });
     expect(beat).toMatchObject({ ok: true, taskId: task.taskId, cancelled: false });
     expect(await f.call("fetch", { serviceId, workerId: "w2" })).toBeNull();

@@ -49,12 +49,27 @@ test("a redriven task is delivered again with a fresh attempt count", async () =
 
 test("release with a delay gives the task back only after the delay", async () => {
   const serviceId = randomUUID();
-  await f.call("add", { serviceId, value: "later" });
-  await f.call("fetch", { serviceId, workerId: "w" });
-  await f.call("release", { serviceId, workerId: "w", delay: 0.4 });
-  expect(await f.call("fetch", { serviceId, workerId: "w" })).toBeNull();
-  await sleep(450);
+  await f.call("add", { serviceId, value: "later", taskId: "later" });
+  await f.call("add", { serviceId, value: "next" });
   expect(await f.call("fetch", { serviceId, workerId: "w" })).toBe("later");
+  // Ten minutes: not given back, whatever the machine's speed; the worker gets the next task.
+  await f.call("release", { serviceId, workerId: "w", delay: 600 });
+  expect(await f.call("fetch", { serviceId, workerId: "w" })).toBe("next");
+  expect(await f.call("fetch", { serviceId, workerId: "w2" })).toBeNull();
+  expect(await f.call("status", { serviceId, taskId: "later" })).toMatchObject({ state: "delayed" });
+  // 0.4 s: it comes back, and not before its time.
+  expect(await f.call("ack", { serviceId, workerId: "w" })).toBe(true);
+  await f.call("add", { serviceId, value: "soon" });
+  expect(await f.call("fetch", { serviceId, workerId: "w" })).toBe("soon");
+  const released = Date.now();
+  await f.call("release", { serviceId, workerId: "w", delay: 0.4 });
+  let got: unknown = null;
+  while (got === null) {
+    got = await f.call("fetch", { serviceId, workerId: "w" });
+    if (got === null) await sleep(50);
+  }
+  expect(got).toBe("soon");
+  expect(Date.now() - released).toBeGreaterThanOrEqual(400);
 });
 
 test("purge empties waiting, delayed and dead tasks and leaves running ones alone", async () => {
