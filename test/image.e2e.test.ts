@@ -10,13 +10,12 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Client } from "cassandra-driver";
 import { ensureConsoleBuilt } from "../scripts/console-build";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
-import { tokenFor } from "./helpers/http-api";
+import { freePort, tokenFor } from "./helpers/http-api";
 
 const ROOT = join(__dirname, "..");
 const NATS = process.env.TEST_NATS_URL ?? "nats://127.0.0.1:4222";
@@ -60,17 +59,6 @@ afterAll(async () => {
   await dropKeyspace(client, keyspace);
   await client?.shutdown();
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** The environment docker-compose.yml gives a queue node (the `&queue-env` block), with nothing set on the host. */
 function composeEnvironment(): Record<string, string> {

@@ -120,6 +120,19 @@ test("the package installs the queuectl command", async () => {
   expect(usage).toContain("purge <serviceId> --yes");
 });
 
+test("the package installs the queue-node command, which needs a Cassandra to be named", async () => {
+  const answer = await run(join(app, "node_modules", ".bin", "queue-node"), [], {
+    cwd: app,
+    env: { PATH: env.PATH ?? "", NODE_ENV: "production" },
+    timeout: 60_000,
+  }).then(
+    () => ({ code: 0, stderr: "" }),
+    (err: { code?: number; stderr?: string }) => ({ code: err.code, stderr: err.stderr ?? "" }),
+  );
+  expect(answer.code).toBe(1);
+  expect(answer.stderr).toContain("CASSANDRA_CONTACT_POINTS is not set");
+});
+
 test("CommonJS: require() it, encrypt with KeysService, guard with AclMiddleware, work with QueueWorker", async () => {
   const report = await runConsumer("consumer.cjs", keyspaces.cjs);
   expect(report).toEqual({

@@ -110,6 +110,31 @@ test("a partition's end, once recorded, hides the rows after it from every reade
   expect(raw.rows.map(r => r["pos"] as number)).toEqual([0, 1, 2, 3, 4]);
 });
 
+test("a partition whose fence flag expired is sealed all the same", async () => {
+  const store = new QueueStore(client, keyspace, 3600);
+  const queue = `pipe/${randomUUID()}`;
+  const ref: BucketRef = { range: 1, bucket: 0 };
+  // An open partition whose flag outlived its TTL (here one second) while its rows live on.
+  await client.execute(
+    `INSERT INTO ${keyspace}.queue_log (queue, range_id, bucket, sealed) VALUES (?, 1, 0, false) USING TTL 1`,
+    [queue],
+    { prepare: true },
+  );
+  await store.appendEvents(queue, ref, 0, [event(0)]);
+  const flag = async () =>
+    (
+      await client.execute(
+        `SELECT sealed FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = 1 AND bucket = 0 LIMIT 1`,
+        [queue],
+        { prepare: true },
+      )
+    ).first()?.["sealed"];
+  while ((await flag()) !== null) await new Promise(r => setTimeout(r, 200));
+  await store.sealBucket(queue, ref);
+  expect(await flag()).toBe(true);
+  expect((await store.readTail(queue, ref, 0)).events.map(e => e.taskId)).toEqual(["t0"]);
+});
+
 test("a batch that fails while later ones land, and then lands late: every task delivered exactly once", async () => {
   const serviceId = randomUUID();
   const opts = owner("owner-pipe");

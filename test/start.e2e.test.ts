@@ -6,12 +6,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { statSync, utimesSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Client } from "cassandra-driver";
 import { consoleBuildIsFresh } from "../scripts/console-build";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
+import { freePort } from "./helpers/http-api";
 
 const ROOT = join(__dirname, "..");
 const keyspace = uniqueKeyspace("start_e2e");
@@ -27,17 +27,6 @@ afterAll(async () => {
   await dropKeyspace(client, keyspace);
   await client?.shutdown();
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 test("npm start builds a stale console, serves it and /health, and stops on SIGTERM", async () => {
   // Make the build older than its sources (as after a `git pull` that changed the console).

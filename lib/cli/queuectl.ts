@@ -139,6 +139,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
     const services = values.service ?? [];
     if (services.length === 0) throw new UsageError("--service is required (a serviceId, or '*' for all)");
     const ttl = integer("ttl", values.ttl) ?? 86_400;
+    if (ttl === 0) throw new UsageError("--ttl must be a positive number of seconds");
     const token = await mintAccessToken({
       secret,
       ownerId: values.owner,

@@ -426,7 +426,7 @@ export class QueueStore {
 
   /**
    * Seals a partition: from now on its writer's fence reads find it sealed and it commits nothing
-   * more there. Idempotent. A fence flag that expired (null) is sealed too.
+   * more there. Idempotent. A partition whose fence flag expired (null) is sealed too.
    */
   async sealBucket(queue: string, ref: BucketRef): Promise<void> {
     const key = [queue, long(ref.range), ref.bucket];
@@ -440,7 +440,9 @@ export class QueueStore {
       if (upd.wasApplied()) return;
       const current = upd.first()?.["sealed"] as boolean | null | undefined;
       if (current === true) return;
-      // The partition has no fence row yet: create it sealed, so its writer can never open it.
+      // No fence flag: the partition does not exist yet, or its flag expired (an open partition
+      // older than the retention). A static-only INSERT IF NOT EXISTS applies in both cases (it
+      // looks at the static row only): sealed, its writer can never open it or commit there.
       const ins = await this.client.execute(
         `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, sealed) VALUES (?, ?, ?, true)
          IF NOT EXISTS USING TTL ?`,
@@ -448,14 +450,6 @@ export class QueueStore {
         this.write,
       );
       if (ins.wasApplied()) return;
-      // Rows exist but the flag expired (an open partition older than the retention).
-      const nul = await this.client.execute(
-        `UPDATE ${this.ks}.queue_log USING TTL ? SET sealed = true
-         WHERE queue = ? AND range_id = ? AND bucket = ? IF sealed = null`,
-        [this.retentionSeconds, ...key],
-        this.write,
-      );
-      if (nul.wasApplied()) return;
     }
     throw new OwnershipLostError(queue, `could not seal log partition ${ref.range}/${ref.bucket}`);
   }

@@ -1,11 +1,24 @@
 /** The HTTP gateway in integration tests: its bound port, tokens, and a small request helper. */
 import { randomBytes } from "node:crypto";
 import type { Server } from "node:http";
+import { createServer } from "node:net";
 import type { ServiceBroker } from "moleculer";
 import { mintAccessToken } from "../../lib/http/access-token";
 
 /** A fresh HS256 secret for one test file. */
 export const newJwtSecret = (): string => randomBytes(32).toString("base64");
+
+/** A TCP port free on 127.0.0.1 now, for a process the test starts with PORT set. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
 
 /** The port the gateway `name` listens on (started with port 0). */
 export function apiPort(broker: ServiceBroker, name = "api"): number {

@@ -37,3 +37,15 @@ export function queueFixture(
 }
 
 export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+
+/**
+ * Fetches for `workerId` until the queue hands it a task (a delayed one coming due): the value.
+ * Never on a clock: the test's timeout is the only limit.
+ */
+export async function fetchWhenDue(f: Fixture, serviceId: string, workerId: string): Promise<unknown> {
+  for (;;) {
+    const got = await f.call("fetch", { serviceId, workerId });
+    if (got !== null) return got;
+    await sleep(50);
+  }
+}

@@ -1,6 +1,6 @@
 /** Delayed tasks: add with delay (seconds) or notBefore (ms timestamp) is not delivered before then. */
 import { randomUUID } from "node:crypto";
-import { queueFixture, sleep } from "../helpers/queue-fixture";
+import { fetchWhenDue, queueFixture } from "../helpers/queue-fixture";
 
 const f = queueFixture("job_delayed");
 
@@ -15,11 +15,7 @@ test("a delayed task waits; a ready one behind it goes first", async () => {
   // Half a second: it comes, and not before its time.
   const added = Date.now();
   await f.call("add", { serviceId, value: "in 0.5 s", delay: 0.5 });
-  let got: unknown = null;
-  while (got === null) {
-    got = await f.call("fetch", { serviceId, workerId: "b" });
-    if (got === null) await sleep(50);
-  }
+  const got = await fetchWhenDue(f, serviceId, "b");
   expect(got).toBe("in 0.5 s");
   expect(Date.now() - added).toBeGreaterThanOrEqual(500);
   expect((await f.call("stats", { serviceId })).delayed).toBe(1);
@@ -34,11 +30,7 @@ test("notBefore is an absolute time", async () => {
   expect(await f.call("fetch", { serviceId, workerId: "a" })).toBeNull();
   const notBefore = Date.now() + 400;
   await f.call("add", { serviceId, value: "at", notBefore, taskId: "nb" });
-  let got: unknown = null;
-  while (got === null) {
-    got = await f.call("fetch", { serviceId, workerId: "a" });
-    if (got === null) await sleep(50);
-  }
+  const got = await fetchWhenDue(f, serviceId, "a");
   expect(got).toBe("at");
   expect(Date.now()).toBeGreaterThanOrEqual(notBefore);
   expect((await f.call("stats", { serviceId })).delayed).toBe(1);

@@ -1,6 +1,6 @@
 /** release, retries, dead letters, redrive and purge. */
 import { randomUUID } from "node:crypto";
-import { queueFixture, sleep } from "../helpers/queue-fixture";
+import { fetchWhenDue, queueFixture, sleep } from "../helpers/queue-fixture";
 
 const f = queueFixture("job_retry", { engine: { maxAttempts: 3 } });
 
@@ -63,11 +63,7 @@ test("release with a delay gives the task back only after the delay", async () =
   expect(await f.call("fetch", { serviceId, workerId: "w" })).toBe("soon");
   const released = Date.now();
   await f.call("release", { serviceId, workerId: "w", delay: 0.4 });
-  let got: unknown = null;
-  while (got === null) {
-    got = await f.call("fetch", { serviceId, workerId: "w" });
-    if (got === null) await sleep(50);
-  }
+  const got = await fetchWhenDue(f, serviceId, "w");
   expect(got).toBe("soon");
   expect(Date.now() - released).toBeGreaterThanOrEqual(400);
 });
