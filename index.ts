@@ -22,7 +22,15 @@ export {
   type ApiServiceOptions,
   type ApiSettings,
 } from "./services/api.service";
-export { AclMiddleware, type AclDecisionRequest, type AclMiddlewareOptions } from "./middleware/acl.middleware";
+export {
+  AclMiddleware,
+  callerGrant,
+  type AclDecisionRequest,
+  type AclGuard,
+  type AclMiddlewareOptions,
+  type AclMode,
+} from "./middleware/acl.middleware";
+export { TransitEncryption } from "./lib/transit";
 
 export { QueueWorker, type QueueWorkerBroker, type QueueWorkerOptions } from "./lib/worker/queue-worker";
 export {
@@ -55,7 +63,13 @@ export type { DeliveredTask, FailureKind, LeaseOutcome, TaskTransport } from "./
 export * as errors from "./lib/errors";
 export { PlainCodec, type SealContext, type Sealed, type ValueCodec } from "./lib/codec";
 export { cassandraConfigFromEnv, connectCassandra, type CassandraConfig } from "./lib/cassandra/client";
-export { mintAccessToken, type AccessGrant, type MintTokenOptions } from "./lib/http/access-token";
+export {
+  createGrantSigner,
+  mintAccessToken,
+  type AccessGrant,
+  type GrantSigner,
+  type MintTokenOptions,
+} from "./lib/http/access-token";
 export type { QueueEngineOptions } from "./lib/queue/options";
 export type { DeadTask, FetchedTask, TaskEvent } from "./lib/queue/engine";
 export type {

@@ -21,6 +21,8 @@ import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
 import { ensureCassandra, startLocalCluster } from "../scripts/cassandra-launcher";
 import { createKeysService } from "../services/keys.service";
+import { mintAccessToken } from "../lib/http/access-token";
+import { AclMiddleware } from "../middleware/acl.middleware";
 import { createQueueService } from "../services/queue.service";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
@@ -29,7 +31,9 @@ const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
 const DEPTH = process.env.BENCH_DEPTH ? Number(process.env.BENCH_DEPTH) : undefined;
 /** Nodes of a local Cassandra cluster to start (127.0.0.2...) with replication factor as many; 0: one node. */
 const CLUSTER = Number(process.env.BENCH_CLUSTER ?? 0);
-const meta = { ownerId: "bench-owner" };
+/** Callers carry a signed grant, as on a real network (the ACL middleware verifies it, cached). */
+const grantSecret = randomBytes(32).toString("base64");
+let meta: Record<string, unknown> = {};
 const value = { pad: "x".repeat(256 - JSON.stringify({ pad: "" }).length) };
 
 /** Counts the statements the queue sends, by kind, and the sizes of its fenced batches. */
@@ -129,7 +133,14 @@ async function main(): Promise<void> {
   });
   const keyspace = `bench_drain_${randomBytes(4).toString("hex")}`;
   const namespace = `drain-${randomBytes(4).toString("hex")}`;
-  const queue = new ServiceBroker({ nodeID: "drain-queue", namespace, transporter: "Fake", logger: false });
+  const queue = new ServiceBroker({
+    nodeID: "drain-queue",
+    namespace,
+    transporter: "Fake",
+    logger: false,
+    middlewares: [AclMiddleware({ grants: { secret: grantSecret } })],
+  });
+  meta = { grant: await mintAccessToken({ secret: grantSecret, ownerId: "bench-owner", services: "*" }) };
   queue.createService(
     createKeysService({
       client: dbClient,

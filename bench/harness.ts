@@ -43,9 +43,10 @@ export async function startBenchNode(name: string, withApi = false): Promise<Ben
       keyspace,
       replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}",
       masterKey: randomBytes(32).toString("base64"),
+      trustMeta: true,
     }) as never,
   );
-  broker.createService(createQueueService({ client, engine: { keyspace } }));
+  broker.createService(createQueueService({ client, engine: { keyspace }, trustMeta: true }));
   if (withApi) broker.createService(createApiService({ port: 0, ip: "127.0.0.1", jwt: { secret } }));
   const stop = async () => {
     await broker.stop();

@@ -1,11 +1,13 @@
 /**
  * Broker options of a standalone queue node, read from the environment like moleculer-runner does:
- * TRANSPORTER, NAMESPACE, NODEID, LOGLEVEL. The ACL middleware guards the queue; METRICS=true adds
+ * TRANSPORTER, NAMESPACE, NODEID, LOGLEVEL (lib/transit.ts: NATS credentials, TLS and TRANSIT_KEY).
+ * The ACL middleware guards the queue and the keys service; METRICS=true adds
  * Moleculer metrics with a Prometheus endpoint on METRICS_PORT.
  */
 import type { BrokerOptions, LogLevels } from "moleculer";
 import { ConfigurationError } from "./errors";
 import { AclMiddleware } from "../middleware/acl.middleware";
+import { transitMiddlewares, transporterFromEnv } from "./transit";
 
 const LOG_LEVELS: readonly LogLevels[] = ["fatal", "error", "warn", "info", "debug", "trace"];
 
@@ -18,18 +20,10 @@ export function brokerOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Brok
       `LOGLEVEL=${env.LOGLEVEL} is not valid: use one of ${LOG_LEVELS.join(", ")}`,
     );
   }
-  const transporter = env.TRANSPORTER?.trim();
-  if (transporter && transporter !== "none" && !/^[a-z][a-z0-9+.-]*:\/\/\S+$/i.test(transporter)) {
-    throw new ConfigurationError(
-      "TRANSPORTER",
-      `TRANSPORTER=${transporter} is not a transporter URL: use e.g. nats://127.0.0.1:4222, or none for a local-only broker`,
-    );
-  }
   return {
     namespace: env.NAMESPACE || "",
     nodeID: env.NODEID || null,
-    // A URL string is resolved by Moleculer at run time; its type names only the short names.
-    transporter: transporter && transporter !== "none" ? (transporter as BrokerOptions["transporter"]) : null,
+    transporter: transporterFromEnv(env),
     logger: {
       type: "Console",
       options: { level: logLevel, formatter: "short", colors: Boolean(process.stdout.isTTY) },
@@ -41,7 +35,12 @@ export function brokerOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Brok
     heartbeatInterval: positiveSeconds(env, "HEARTBEAT_INTERVAL", 1),
     heartbeatTimeout: positiveSeconds(env, "HEARTBEAT_TIMEOUT", 3),
     middlewares: [
-      AclMiddleware({ services: [env.QUEUE_SERVICE_NAME || "worker.queue"], aclAction: env.ACL_ACTION || undefined }),
+      AclMiddleware({
+        services: [env.QUEUE_SERVICE_NAME || "worker.queue", env.KEYS_SERVICE || "keys"],
+        aclAction: env.ACL_ACTION || undefined,
+        env,
+      }),
+      ...transitMiddlewares(env),
     ],
     metrics: metricsFromEnv(env),
     tracing: false,

@@ -136,6 +136,22 @@ export class InvalidTokenError extends MoleculerClientError {
   }
 }
 
+/** A call on the bus came without a signed grant in `ctx.meta.grant` (and the owner is not trusted from meta). */
+export class GrantRequiredError extends MoleculerClientError {
+  constructor(action: string) {
+    super("This call needs a signed grant in ctx.meta.grant (an access token for the owner)", 401, "GRANT_REQUIRED", {
+      action,
+    });
+  }
+}
+
+/** The grant does not carry `ops: true`, which operator actions need. */
+export class OperatorOnlyError extends MoleculerClientError {
+  constructor(action: string) {
+    super("This needs an operator grant (ops: true)", 403, "OPERATOR_ONLY", { action });
+  }
+}
+
 /** The bearer token's `exp` has passed. */
 export class TokenExpiredError extends MoleculerClientError {
   constructor() {

@@ -9,6 +9,10 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ServiceBroker } from "moleculer";
 import { serviceSchemas } from "../services";
+import { cassandraConfigFromEnv, connectCassandra } from "./cassandra/client";
+import { queueSettingsFromEnv } from "./config";
+import { loadMasterKey, loadPreviousMasterKeys } from "./crypto/master-key";
+import { OwnerKeyStore, type RewrapReport } from "./crypto/owner-key-store";
 import { brokerOptionsFromEnv } from "./broker-options";
 import { ConfigurationError } from "./errors";
 import { defaultConsoleFolders } from "./http/console";
@@ -35,14 +39,14 @@ export async function startQueueNode(
   /** How the log tells an operator to get a token for the console. */
   tokenHint = "queuectl token --owner <owner> --service '*'",
 ): Promise<QueueNode> {
-  checkNodeEnv(env);
-  const options = brokerOptionsFromEnv(env);
   if (!env.CASSANDRA_CONTACT_POINTS) {
     throw new ConfigurationError(
       "CASSANDRA_CONTACT_POINTS",
       "CASSANDRA_CONTACT_POINTS is not set: give the Cassandra nodes as host:port,host:port",
     );
   }
+  checkNodeEnv(env);
+  const options = brokerOptionsFromEnv(env);
   const broker = new ServiceBroker({ ...options, skipProcessEventRegistration: true });
   for (const schema of serviceSchemas(env)) broker.createService(schema);
   await broker.start();
@@ -58,10 +62,19 @@ export async function startQueueNode(
     );
   }
   log(
-    `Ready: node ${broker.nodeID}, transporter ${options.transporter ?? "none (local only)"}, ` +
+    `Ready: node ${broker.nodeID}, transporter ${describeTransporter(options.transporter)}, ` +
       `Cassandra ${env.CASSANDRA_CONTACT_POINTS}.`,
   );
   return { broker, stop: () => broker.stop() };
+}
+
+/** The transporter for the log: where, and whether with credentials and TLS, never a password. */
+export function describeTransporter(transporter: unknown): string {
+  if (!transporter) return "none (local only)";
+  if (typeof transporter === "string") return transporter.replace(/\/\/[^@/]*@/, "//***@");
+  const t = transporter as { type?: string; options?: { servers?: string[]; user?: string; tls?: unknown } };
+  const extras = [t.options?.user !== undefined ? "with credentials" : "", t.options?.tls ? "TLS" : ""].filter(Boolean);
+  return `${t.type ?? "custom"} ${(t.options?.servers ?? []).join(",")}${extras.length ? ` (${extras.join(", ")})` : ""}`;
 }
 
 /**
@@ -95,4 +108,28 @@ export function runQueueNode(env: NodeJS.ProcessEnv = process.env): void {
       void shutdown("error", 1);
     },
   );
+}
+
+/**
+ * `queue-node rewrap-keys`: re-wraps every owner key under the current master key (KEYS_MASTER_KEY),
+ * unwrapping with it or one of KEYS_PREVIOUS_MASTER_KEYS; then the previous keys can be dropped.
+ */
+export async function rewrapOwnerKeys(env: NodeJS.ProcessEnv = process.env): Promise<RewrapReport> {
+  if (!env.CASSANDRA_CONTACT_POINTS) {
+    throw new ConfigurationError(
+      "CASSANDRA_CONTACT_POINTS",
+      "CASSANDRA_CONTACT_POINTS is not set: give the Cassandra nodes",
+    );
+  }
+  const masterKey = loadMasterKey({ env, development: false });
+  const previousMasterKeys = loadPreviousMasterKeys(undefined, env);
+  const keyspace = queueSettingsFromEnv(env).engine.keyspace!;
+  const client = await connectCassandra(cassandraConfigFromEnv(env));
+  try {
+    const store = new OwnerKeyStore({ client, keyspace, masterKey, previousMasterKeys });
+    await store.init();
+    return await store.rewrapAll();
+  } finally {
+    await client.shutdown();
+  }
 }

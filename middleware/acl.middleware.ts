@@ -1,31 +1,79 @@
 /**
- * Establishes the owner of every call to the guarded services before the action runs: the owner is
- * `ctx.meta.acl.ownerId`, else `ctx.meta.ownerId`; both are then set to it, so actions and the
- * services they call read one value. With `aclAction` set, that action decides whether the owner
- * may call the action. Actions declaring `acl: false`, and protected, private or `_`-prefixed
- * actions (not callable from outside), are not guarded.
+ * Establishes the owner of every call to the guarded services before the action runs.
+ *
+ * Grant mode (the default): the owner comes only from a signed grant in `ctx.meta.grant`, a JWT of
+ * the HTTP API's format (`sub` = owner, `services`, `exp`, optional `ops`), verified here with the
+ * configured secret or public key (verified tokens are cached until their `exp`, at most a minute).
+ * An `ownerId` in meta that differs from the grant's is refused, and so is a `serviceId` the grant
+ * does not list. Trust mode (`trustMeta`, for closed networks only) takes `ctx.meta.acl.ownerId`,
+ * else `ctx.meta.ownerId`, as given, as version 1 did. With `aclAction` set, that action decides
+ * as well (an external verifier, as the original's acl service); without grant keys it is the only
+ * check. Either way `ctx.meta.ownerId` and `ctx.meta.acl.ownerId` are then set to the owner, so
+ * actions and the services they call read one value.
+ *
+ * Actions declaring `acl: false`, and protected, private or `_`-prefixed actions (not callable from
+ * outside), are not guarded; `acl: "optional"` actions run without a grant, but a valid one is
+ * verified and offered to them (`callerGrant(ctx)`).
  */
-import type { ActionHandler, ActionSchema, Context, Middleware, Service } from "moleculer";
-import { AccessDeniedError, OwnerMissingError } from "../lib/errors";
+import type { ActionHandler, ActionSchema, Context, Middleware, Service, ServiceBroker } from "moleculer";
+import {
+  AccessDeniedError,
+  ConfigurationError,
+  GrantRequiredError,
+  OwnerMissingError,
+  OwnerNotAllowedError,
+  ServiceNotAllowedError,
+} from "../lib/errors";
+import {
+  createGrantSigner,
+  createJwtVerifier,
+  grantCovers,
+  type AccessGrant,
+  type GrantSigner,
+  type JwtVerifierOptions,
+  type TokenVerifier,
+} from "../lib/http/access-token";
 
 declare module "moleculer" {
   interface ActionSchema {
-    /** `false`: the ACL middleware leaves this action alone (e.g. health checks). */
-    acl?: boolean;
+    /**
+     * `false`: the ACL middleware leaves this action alone. `"optional"`: no grant needed, but a
+     * valid one is verified and offered to the action (`callerGrant(ctx)`), e.g. for more detail.
+     */
+    acl?: boolean | "optional";
   }
 }
 
 export interface AclMiddlewareOptions {
   /**
    * Full names of the services whose actions are guarded.
-   * @defaultValue ["worker.queue"]
+   * @defaultValue ["worker.queue", "keys"]
    */
   services?: string[];
   /**
    * An action asked `{ action, ownerId, params: { serviceId } }` before each guarded call; the call
-   * proceeds only when it returns `true` or `{ result: true }`. Unset: any established owner may call.
+   * proceeds only when it returns `true` or `{ result: true }`.
    */
   aclAction?: string;
+  /**
+   * How grants are verified: verifier options (secret or public key, issuer, audience) or a
+   * verifier function. @defaultValue from the environment: ACL_GRANT_SECRET or ACL_GRANT_PUBLIC_KEY,
+   * else API_JWT_SECRET or API_JWT_PUBLIC_KEY (the HTTP API's token keys)
+   */
+  grants?: JwtVerifierOptions | TokenVerifier;
+  /**
+   * Signs the grants queue nodes give themselves for work no caller asked for (a hand-over's key
+   * lookup, adopting an orphaned queue). @defaultValue the HS256 secret that verifies, else
+   * ACL_GRANT_PRIVATE_KEY
+   */
+  signer?: GrantSigner;
+  /**
+   * Trust `ctx.meta.ownerId` as given (version 1's behaviour): only for networks where every node
+   * is trusted. @defaultValue ACL_TRUST_META=true, else false
+   */
+  trustMeta?: boolean;
+  /** @defaultValue process.env */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** The request sent to `aclAction`. */
@@ -35,24 +83,121 @@ export interface AclDecisionRequest {
   params: { serviceId?: unknown };
 }
 
+/** How owners are established: from verified grants, from meta as given, or by the ACL action. */
+export type AclMode = "grant" | "trust" | "action";
+
+/** What the middleware tells the services it guards (found with `aclGuardOf(broker)`). */
+export interface AclGuard {
+  readonly mode: AclMode;
+  readonly services: ReadonlySet<string>;
+  /** Whether this node can sign its own grants (needed in grant mode for callerless work). */
+  readonly canSign: boolean;
+  /** Meta for a call this node makes for `ownerId` of its own accord: with a fresh grant in grant mode. */
+  internalMeta(ownerId: string): Promise<Record<string, unknown>>;
+}
+
 interface AclMeta {
   ownerId?: unknown;
+  grant?: unknown;
   acl?: Record<string, unknown> & { ownerId?: unknown };
 }
 
-export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware {
-  const services = new Set(options.services ?? ["worker.queue"]);
+/** Internal grants live a minute and are reused for half of it. */
+const INTERNAL_GRANT_SECONDS = 60;
+
+export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & AclGuard {
+  const env = options.env ?? process.env;
+  const services = new Set(options.services ?? ["worker.queue", "keys"]);
   const aclAction = options.aclAction;
+  const trustMeta = options.trustMeta ?? isTrue(env.ACL_TRUST_META);
+  const verifierOptions = typeof options.grants === "object" ? options.grants : grantKeysFromEnv(env);
+  const hasKeys = typeof options.grants === "function" || hasVerifierKey(verifierOptions);
+
+  let mode: AclMode;
+  if (trustMeta) mode = "trust";
+  else if (hasKeys) mode = "grant";
+  else if (aclAction !== undefined) mode = "action";
+  else {
+    throw new ConfigurationError(
+      "ACL_GRANT_SECRET",
+      "The ACL middleware verifies signed grants: set ACL_GRANT_SECRET (or API_JWT_SECRET), or ACL_GRANT_PUBLIC_KEY " +
+        "with ACL_GRANT_PRIVATE_KEY; or ACL_ACTION for an external verifier; ACL_TRUST_META=true trusts " +
+        "meta.ownerId as given (closed networks only)",
+    );
+  }
+  const verify: TokenVerifier | undefined =
+    mode !== "grant"
+      ? undefined
+      : typeof options.grants === "function"
+        ? options.grants
+        : createJwtVerifier(verifierOptions);
+  const signer =
+    options.signer ??
+    (mode === "grant"
+      ? createGrantSigner({ secret: verifierOptions.secret, privateKey: privateKeyFromEnv(env) })
+      : undefined);
+  const minted = new Map<string, { meta: Promise<Record<string, unknown>>; until: number }>();
+
+  async function internalMeta(ownerId: string): Promise<Record<string, unknown>> {
+    const base = { ownerId, acl: { ownerId } };
+    if (mode !== "grant") return base;
+    if (signer === undefined) {
+      throw new ConfigurationError(
+        "ACL_GRANT_SECRET",
+        "This node verifies grants with a public key but cannot sign its own: set ACL_GRANT_PRIVATE_KEY",
+      );
+    }
+    const now = Date.now();
+    const known = minted.get(ownerId);
+    if (known && known.until > now) return known.meta;
+    const meta = signer
+      .sign({ ownerId, services: "*", expiresInSeconds: INTERNAL_GRANT_SECONDS })
+      .then(grant => ({ ...base, grant }));
+    minted.set(ownerId, { meta, until: now + (INTERNAL_GRANT_SECONDS * 1000) / 2 });
+    if (minted.size > 10_000) minted.delete(minted.keys().next().value as string);
+    meta.catch(() => minted.delete(ownerId));
+    return meta;
+  }
 
   return {
     name: "Acl",
+    mode,
+    services,
+    canSign: signer !== undefined,
+    internalMeta,
     localAction(next: ActionHandler, action: ActionSchema): ActionHandler {
       if (!isGuarded(action, services)) return next;
       const actionName = action.name ?? "";
 
+      if (action.acl === "optional") {
+        return async function offerGrant(this: Service, ctx: Context<unknown, AclMeta>) {
+          if (mode === "trust") setGrant(ctx, { ownerId: "", services: "*", ops: true });
+          else if (verify && typeof ctx.meta.grant === "string" && ctx.meta.grant !== "") {
+            const grant = await verify(ctx.meta.grant).catch(() => undefined);
+            if (grant) setGrant(ctx, grant);
+          }
+          return next.call(this, ctx);
+        };
+      }
+
       return async function guardOwner(this: Service, ctx: Context<unknown, AclMeta>) {
-        const ownerId = ownerOf(ctx.meta);
-        if (ownerId === undefined) throw new OwnerMissingError(actionName);
+        const named = ownerOf(ctx.meta);
+        let ownerId: string;
+        if (verify) {
+          const token = ctx.meta.grant;
+          if (typeof token !== "string" || token === "") throw new GrantRequiredError(actionName);
+          const grant = await verify(token);
+          if (named !== undefined && named !== grant.ownerId) throw new OwnerNotAllowedError();
+          const serviceId = isRecord(ctx.params) ? ctx.params.serviceId : undefined;
+          if (typeof serviceId === "string" && !grantCovers(grant, serviceId)) {
+            throw new ServiceNotAllowedError(serviceId);
+          }
+          ownerId = grant.ownerId;
+          setGrant(ctx, grant);
+        } else {
+          if (named === undefined) throw new OwnerMissingError(actionName);
+          ownerId = named;
+        }
         ctx.meta.ownerId = ownerId;
         ctx.meta.acl = { ...(isRecord(ctx.meta.acl) ? ctx.meta.acl : {}), ownerId };
 
@@ -69,6 +214,66 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware {
       };
     },
   };
+}
+
+/** The ACL middleware registered on `broker`, if any. */
+export function aclGuardOf(broker: ServiceBroker): AclGuard | undefined {
+  const list = (broker as unknown as { middlewares?: { list?: unknown[] } }).middlewares?.list ?? [];
+  return list.find(
+    (m): m is AclGuard => isRecord(m) && (m as { name?: unknown }).name === "Acl" && "internalMeta" in m,
+  );
+}
+
+/**
+ * Refuses to run `service` on a broker whose ACL middleware does not guard it: without it any node
+ * on the bus could name any owner. `trustMeta` (closed networks) allows it.
+ */
+export function requireAclGuard(broker: ServiceBroker, service: string, trustMeta: boolean): AclGuard | undefined {
+  const guard = aclGuardOf(broker);
+  if (trustMeta) return guard;
+  if (!guard || !guard.services.has(service)) {
+    throw new ConfigurationError(
+      "middlewares",
+      `${service} must run behind the ACL middleware: add AclMiddleware({ services: [..., "${service}"] }) to the ` +
+        "broker's middlewares, or pass trustMeta: true if every node of this network is trusted",
+    );
+  }
+  return guard;
+}
+
+/** The grant the middleware verified for this call (trust mode: an operator grant without owner). */
+export function callerGrant(ctx: Context): AccessGrant | undefined {
+  return (ctx.locals as { aclGrant?: AccessGrant } | undefined)?.aclGrant;
+}
+
+function setGrant(ctx: Context, grant: AccessGrant): void {
+  (ctx.locals as { aclGrant?: AccessGrant }).aclGrant = grant;
+}
+
+function grantKeysFromEnv(env: NodeJS.ProcessEnv): JwtVerifierOptions {
+  const secret = env.ACL_GRANT_SECRET || env.API_JWT_SECRET || undefined;
+  const publicKey = env.ACL_GRANT_PUBLIC_KEY || env.API_JWT_PUBLIC_KEY || undefined;
+  return {
+    secret,
+    publicKey: publicKey?.replace(/\\n/g, "\n"),
+    issuer: env.ACL_GRANT_ISSUER || env.API_JWT_ISSUER || undefined,
+    audience: env.ACL_GRANT_AUDIENCE || env.API_JWT_AUDIENCE || undefined,
+  };
+}
+
+function privateKeyFromEnv(env: NodeJS.ProcessEnv): string | undefined {
+  return env.ACL_GRANT_PRIVATE_KEY ? env.ACL_GRANT_PRIVATE_KEY.replace(/\\n/g, "\n") : undefined;
+}
+
+function hasVerifierKey(o: JwtVerifierOptions): boolean {
+  return o.secret !== undefined || o.publicKey !== undefined;
+}
+
+function isTrue(raw: string | undefined): boolean {
+  const v = (raw ?? "").toLowerCase();
+  if (v === "" || ["0", "false", "no", "off"].includes(v)) return false;
+  if (["1", "true", "yes", "on"].includes(v)) return true;
+  throw new ConfigurationError("ACL_TRUST_META", `ACL_TRUST_META=${raw} is not a boolean: use true or false`);
 }
 
 function isGuarded(action: ActionSchema, services: Set<string>): boolean {

@@ -8,7 +8,14 @@
  */
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { Errors, type Context, type Service, type ServiceSchema, type ServiceSettingSchema } from "moleculer";
+import {
+  Errors,
+  type Context,
+  type Service,
+  type ServiceBroker,
+  type ServiceSchema,
+  type ServiceSettingSchema,
+} from "moleculer";
 import ApiGateway from "moleculer-web";
 import {
   AuthenticationRequiredError,
@@ -35,6 +42,7 @@ import {
 } from "../lib/http/access-token";
 import { consoleAssets, defaultConsoleFolders, TaskNotFoundError } from "../lib/http/console";
 import { queueApiDocument } from "../lib/http/openapi";
+import { aclGuardOf } from "../middleware/acl.middleware";
 
 const { MoleculerError, ValidationError } = Errors;
 
@@ -109,6 +117,8 @@ interface ApiRequest extends IncomingMessage {
   $params: { body?: unknown; query?: Record<string, unknown>; params?: Record<string, string> };
   /** Set by the authentication middleware. */
   $grant?: AccessGrant;
+  /** The verified bearer token, passed on to the queue as the call's grant (JWT verification only). */
+  $grantToken?: string;
   body?: unknown;
 }
 
@@ -286,13 +296,13 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
                   nodeId: string;
                   cassandra: boolean;
                   latencyMs: number;
-                  ownedQueues: string[];
+                  ownedQueueCount: number;
                 };
                 const body = {
                   nodeId: h.nodeId,
                   cassandra: h.cassandra,
                   latencyMs: h.latencyMs,
-                  ownedQueues: h.ownedQueues.length,
+                  ownedQueues: h.ownedQueueCount,
                 };
                 sendJson(res, h.cassandra ? 200 : 503, JSON.stringify(body));
               } catch {
@@ -329,7 +339,10 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
     methods: {
       async authenticateRequest(this: ApiService, req: ApiRequest): Promise<AccessGrant> {
         const token = bearerToken(req.headers.authorization);
-        return verifyJwt ? verifyJwt(token) : verifyWithAction(req.$ctx, authAction!, token);
+        if (!verifyJwt) return verifyWithAction(req.$ctx, authAction!, token);
+        const grant = await verifyJwt(token);
+        req.$grantToken = token;
+        return grant;
       },
 
       async serveQueueRequest(this: ApiService, req: ApiRequest, res: ServerResponse, operation: Operation) {
@@ -465,13 +478,23 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
         );
       },
 
-      /** Calls `<queueService>.<operation>` as the token's owner. */
+      /**
+       * Calls `<queueService>.<operation>` as the token's owner, with the token as the call's grant;
+       * a token checked by the `authAction` is not a grant, so this node signs one (when it can).
+       */
       async callQueue(this: ApiService, req: ApiRequest, operation: string, params: object, timeout?: number) {
         const ownerId = req.$grant!.ownerId;
         const action = `${queueService}.${operation}`;
+        const guard = aclGuardOf(this.broker as ServiceBroker);
+        const meta =
+          req.$grantToken !== undefined
+            ? { ownerId, acl: { ownerId }, grant: req.$grantToken }
+            : guard
+              ? await guard.internalMeta(ownerId)
+              : { ownerId, acl: { ownerId } };
         try {
           return await req.$ctx.call(action, params, {
-            meta: { ownerId, acl: { ownerId } },
+            meta,
             ...(timeout !== undefined ? { timeout } : {}),
           });
         } catch (err) {

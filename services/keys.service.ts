@@ -8,9 +8,10 @@
 import type { Client } from "cassandra-driver";
 import type { Context, Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { connectCassandra, cassandraConfigFromEnv, type CassandraConfig } from "../lib/cassandra/client";
-import { loadMasterKey } from "../lib/crypto/master-key";
+import { loadMasterKey, loadPreviousMasterKeys } from "../lib/crypto/master-key";
 import { OwnerKeyStore } from "../lib/crypto/owner-key-store";
 import { ConfigurationError, OwnerKeyNotFoundError, OwnerMissingError } from "../lib/errors";
+import { requireAclGuard } from "../middleware/acl.middleware";
 
 export interface KeysServiceOptions {
   /**
@@ -44,6 +45,11 @@ export interface KeysServiceOptions {
   cacheTtlMs?: number;
   /** The master key (base64 of 32 bytes, or the bytes); otherwise KEYS_MASTER_KEY / KEYS_MASTER_KEY_FILE. */
   masterKey?: string | Buffer;
+  /**
+   * Master keys from before a rotation, which still unwrap the owner keys written under them until
+   * `queue-node rewrap-keys` re-wraps those. @defaultValue KEYS_PREVIOUS_MASTER_KEYS (comma separated)
+   */
+  previousMasterKeys?: (string | Buffer)[];
   masterKeyFile?: string;
   /** Allows a generated development master key. @defaultValue env.NODE_ENV === "development" */
   development?: boolean;
@@ -51,6 +57,12 @@ export interface KeysServiceOptions {
   devMasterKeyFile?: string;
   /** @defaultValue process.env */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Run without the ACL middleware, trusting `ctx.meta.ownerId` as given: only where every node of
+   * the network is trusted. Otherwise the broker must have AclMiddleware guarding this service.
+   * @defaultValue false
+   */
+  trustMeta?: boolean;
 }
 
 export interface KeysServiceSettings extends ServiceSettingSchema {
@@ -62,6 +74,7 @@ export interface KeysServiceSettings extends ServiceSettingSchema {
   cacheTtlMs: number;
   /** Secret: listed in $secureSettings, so it is never published to other nodes. */
   masterKey?: string | Buffer;
+  previousMasterKeys?: (string | Buffer)[];
   masterKeyFile?: string;
   development?: boolean;
   devMasterKeyFile?: string;
@@ -98,7 +111,7 @@ export function createKeysService(
   return {
     name: options.name ?? "keys",
     settings: {
-      $secureSettings: ["masterKey", "masterKeyFile", "devMasterKeyFile"],
+      $secureSettings: ["masterKey", "previousMasterKeys", "masterKeyFile", "devMasterKeyFile"],
       keyspace: options.keyspace,
       table: options.table ?? "owner_keys",
       rotationDays: options.rotationDays ?? 30,
@@ -106,6 +119,7 @@ export function createKeysService(
       marginDays: options.marginDays ?? 7,
       cacheTtlMs: options.cacheTtlMs ?? 60_000,
       masterKey: options.masterKey,
+      previousMasterKeys: options.previousMasterKeys,
       masterKeyFile: options.masterKeyFile,
       development: options.development,
       devMasterKeyFile: options.devMasterKeyFile,
@@ -131,6 +145,8 @@ export function createKeysService(
     },
 
     async started(this: KeysServiceThis) {
+      // Whoever may call getOek for an owner gets that owner's key: the caller must be verified.
+      requireAclGuard(this.broker, this.fullName, options.trustMeta === true);
       const settings = this.settings;
       const masterKey = loadMasterKey({
         masterKey: settings.masterKey,
@@ -158,6 +174,7 @@ export function createKeysService(
           keyspace,
           table: settings.table,
           masterKey,
+          previousMasterKeys: loadPreviousMasterKeys(settings.previousMasterKeys, env),
           rotationDays: settings.rotationDays,
           retentionDays: settings.retentionDays,
           marginDays: settings.marginDays,

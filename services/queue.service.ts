@@ -13,13 +13,16 @@ import { MoleculerKeyProvider } from "../lib/crypto/key-provider";
 import { SodiumCodec } from "../lib/crypto/sodium-codec";
 import {
   AccessDeniedError,
+  ConfigurationError,
   InvalidParameterError,
   NotOwnerError,
   OwnerMissingError,
   ValueTooDeepError,
   ValueTooLargeError,
 } from "../lib/errors";
+import { grantCovers } from "../lib/http/access-token";
 import { QueueEngine, type Cluster, type TaskEvent } from "../lib/queue/engine";
+import { callerGrant, requireAclGuard, type AclGuard } from "../middleware/acl.middleware";
 import type { Beat } from "../lib/queue/membership";
 import type { QueueEngineOptions } from "../lib/queue/options";
 import { queueKey } from "../lib/queue/queue-key";
@@ -47,6 +50,12 @@ export interface QueueServiceOptions {
   maxTimeToRecover?: number;
   /** Emit task events (`<name>.task.<type>`, metadata only). @defaultValue true */
   events?: boolean;
+  /**
+   * Run without the ACL middleware, trusting `ctx.meta.ownerId` as given: only where every node of
+   * the network is trusted. Otherwise the broker must have AclMiddleware guarding this service.
+   * @defaultValue false
+   */
+  trustMeta?: boolean;
 }
 
 interface QueueMeta {
@@ -114,6 +123,10 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
   const activity = options.activityService ?? "flow.activity";
   const emitEvents = options.events ?? true;
   let engine: QueueEngine;
+  let guard: AclGuard | undefined;
+  /** Meta for calls this node makes for an owner of its own accord (with a grant of its own in grant mode). */
+  const internalMeta = async (ownerId: string): Promise<Record<string, unknown>> =>
+    guard ? guard.internalMeta(ownerId) : { ownerId, acl: { ownerId } };
   let ownClient: Client | undefined;
   let metricsTimer: NodeJS.Timeout | undefined;
 
@@ -328,18 +341,32 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         params: { withStats: { type: "boolean", optional: true, convert: true } },
         async handler(ctx: QueueContext<{ withStats?: boolean }>) {
           const ownerId = ownerOf(ctx);
-          const list = await engine.queues(ownerId);
+          const grant = callerGrant(ctx);
+          // A grant for some of the owner's queues lists only those.
+          const list = (await engine.queues(ownerId)).filter(q => !grant || grantCovers(grant, q.serviceId));
           if (!ctx.params.withStats) return list;
           return Promise.all(
             list.map(async q => ({ ...q, stats: await engine.stats(ctx, queueKey(ownerId, q.serviceId)) })),
           );
         },
       },
-      /** Whether Cassandra answers and which queues this node serves. No owner needed. */
+      /**
+       * Whether Cassandra answers and how many queues this node serves; no owner needed. Which queues
+       * (`<ownerId>/<serviceId>`) and the storage error only for an operator grant (`ops: true`).
+       */
       health: {
-        acl: false,
-        async handler() {
-          return { nodeId: this.broker.nodeID, ...(await engine.health()) };
+        acl: "optional",
+        async handler(ctx: QueueContext<unknown>) {
+          const h = await engine.health();
+          const counts = {
+            nodeId: this.broker.nodeID,
+            cassandra: h.cassandra,
+            latencyMs: h.latencyMs,
+            ownedQueueCount: h.ownedQueues.length,
+          };
+          // Without the ACL middleware (trustMeta), every caller is trusted.
+          const operator = callerGrant(ctx)?.ops === true || (guard === undefined && options.trustMeta === true);
+          return operator ? { ...counts, ...h } : counts;
         },
       },
       /**
@@ -348,7 +375,6 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
        */
       shardExec: {
         visibility: "public",
-        acl: false,
         params: { request: { type: "object" } },
         async handler(ctx: QueueContext<{ request: WireRequest }>) {
           const request = ctx.params.request;
@@ -359,10 +385,12 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           }
           // A caller this node cannot see (e.g. it was paused and lost track of the others): decline, retryably.
           if (callerIsQueueNode === "unknown") throw new NotOwnerError(queue, null);
-          if (request.ownerId !== ownerOf(ctx)) {
+          // The ACL middleware verified the caller's grant here too: it must be for this very queue.
+          const grant = callerGrant(ctx);
+          if (request.ownerId !== ownerOf(ctx) || (grant && !grantCovers(grant, String(request.serviceId)))) {
             throw new AccessDeniedError({ action: "shardExec", reason: "the queue is not the caller's" });
           }
-          return engine.executeForwarded(request, ctx);
+          return engine.executeForwarded(request);
         },
       },
     },
@@ -457,20 +485,33 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
     },
     async started() {
       const broker = this.broker as ServiceBroker;
+      guard = requireAclGuard(broker, this.fullName ?? name, options.trustMeta === true);
+      if (guard?.mode === "grant" && !guard.canSign) {
+        throw new ConfigurationError(
+          "ACL_GRANT_PRIVATE_KEY",
+          "Queue nodes sign grants for their own work (hand-overs, adopting queues): with ACL_GRANT_PUBLIC_KEY set " +
+            "ACL_GRANT_PRIVATE_KEY too, or use ACL_GRANT_SECRET",
+        );
+      }
       const client = options.client ?? (ownClient = await connectCassandra(cassandraConfigFromEnv()));
       const codec = options.codec
         ? options.codec(broker)
-        : new SodiumCodec(new MoleculerKeyProvider({ broker, service: name, keysService: options.keysService }));
+        : new SodiumCodec(
+            new MoleculerKeyProvider({
+              broker,
+              service: name,
+              keysService: options.keysService,
+              metaFor: internalMeta,
+            }),
+          );
       const cluster: Cluster = {
         nodeId: broker.nodeID,
         forward: (nodeID, request, caller, timeout) => {
           const ctx = caller as QueueContext<unknown> | undefined;
           // A call the engine makes of its own accord (adopting an orphaned queue) has no caller.
           if (!ctx?.call) {
-            return broker.call(
-              `${name}.shardExec`,
-              { request },
-              { nodeID, timeout, meta: { ownerId: request.ownerId } },
+            return internalMeta(String(request.ownerId)).then(meta =>
+              broker.call(`${name}.shardExec`, { request }, { nodeID, timeout, meta }),
             );
           }
           return ctx.call(`${name}.shardExec`, { request }, { nodeID, meta: ctx.meta, timeout });
@@ -481,11 +522,12 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
             .filter(s => s.name === name)
             .map(s => s.nodeID),
         isNodeAvailable: id => broker.registry.nodes.get(id)?.available === true,
-        completeWorkflow: async ({ token, result, error, meta, taskId }) => {
+        completeWorkflow: async ({ ownerId, token, result, error, meta, taskId }) => {
+          // The worker's grant was not kept with the outcome (it may have expired since): a fresh one.
           await broker.call(
             `${activity}.completed`,
             { token, result, error },
-            { meta: { ...(meta as object), queueTaskId: taskId } },
+            { meta: { ...(meta as object), ...(await internalMeta(ownerId)), queueTaskId: taskId } },
           );
         },
         publish: event => this.publish(event),

@@ -1,10 +1,20 @@
 /**
- * The ACL middleware on a broker with a dummy `worker.queue` service: the owner is required, taken
- * from either meta place and normalised, an ACL action can refuse, and unguarded actions pass.
+ * The ACL middleware on a broker with a dummy `worker.queue` service. Grant mode: the owner is the
+ * `sub` of a verified grant, nothing else; refusals are typed. Trust mode: the owner is required,
+ * taken from either meta place and normalised. An ACL action can refuse, and unguarded actions pass.
+ * (Every real queue action over NATS with grants: queue.grants.test.ts.)
  */
 import { randomUUID } from "node:crypto";
 import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
-import { AclMiddleware, type AclDecisionRequest, type AclMiddlewareOptions } from "../middleware/acl.middleware";
+import { randomBytes } from "node:crypto";
+import { createGrantSigner, createJwtVerifier, mintAccessToken } from "../lib/http/access-token";
+import {
+  AclMiddleware,
+  aclGuardOf,
+  callerGrant,
+  type AclDecisionRequest,
+  type AclMiddlewareOptions,
+} from "../middleware/acl.middleware";
 
 interface Seen {
   ownerId?: unknown;
@@ -20,6 +30,10 @@ const dummyQueue: ServiceSchema = {
     health: {
       acl: false,
       handler: () => "ok",
+    },
+    details: {
+      acl: "optional",
+      handler: (ctx: Context) => callerGrant(ctx) ?? null,
     },
     _internal: () => "internal",
     hidden: {
@@ -62,11 +76,11 @@ async function startBroker(options: AclMiddlewareOptions, decisions: AclDecision
   return broker;
 }
 
-describe("AclMiddleware", () => {
+describe("AclMiddleware in trust mode", () => {
   let broker: ServiceBroker;
 
   beforeAll(async () => {
-    broker = await startBroker({});
+    broker = await startBroker({ trustMeta: true });
   });
 
   afterAll(() => broker.stop());
@@ -173,5 +187,127 @@ describe("AclMiddleware with an ACL action", () => {
   it("does not ask for actions with acl: false", async () => {
     expect(await broker.call("worker.queue.health")).toBe("ok");
     expect(decisions).toHaveLength(0);
+  });
+});
+
+describe("AclMiddleware in grant mode", () => {
+  const secret = randomBytes(32).toString("base64");
+  let broker: ServiceBroker;
+  const grant = (o: { ownerId?: string; services?: "*" | string[]; expiresInSeconds?: number; ops?: boolean } = {}) =>
+    mintAccessToken({ secret, ownerId: o.ownerId ?? "owner-a", services: o.services ?? "*", ...o });
+
+  beforeAll(async () => {
+    broker = await startBroker({ grants: { secret, clockToleranceSeconds: 0 } });
+  });
+  afterAll(() => broker.stop());
+
+  it("takes the owner from the grant's sub only, and sets both meta places to it", async () => {
+    const seen = await broker.call<Seen, object>("worker.queue.add", {}, { meta: { grant: await grant() } });
+    expect(seen).toEqual({ ownerId: "owner-a", acl: { ownerId: "owner-a" } });
+    // Naming the same owner in meta as well is fine.
+    const named = await broker.call<Seen, object>(
+      "worker.queue.add",
+      {},
+      { meta: { grant: await grant(), ownerId: "owner-a", acl: { ownerId: "owner-a" } } },
+    );
+    expect(named.ownerId).toBe("owner-a");
+  });
+
+  it("refuses a call without a grant (GRANT_REQUIRED), also when meta names an owner", async () => {
+    for (const meta of [
+      undefined,
+      { ownerId: "owner-a" },
+      { acl: { ownerId: "owner-a" } },
+      { grant: "" },
+      { grant: 7 },
+    ]) {
+      await expect(broker.call("worker.queue.add", {}, { meta })).rejects.toMatchObject({
+        type: "GRANT_REQUIRED",
+        code: 401,
+        data: { action: "worker.queue.add" },
+      });
+    }
+  });
+
+  it("refuses forged, malformed and expired grants with 401s that never quote the token", async () => {
+    const forged = await mintAccessToken({
+      secret: randomBytes(32).toString("base64"),
+      ownerId: "owner-a",
+      services: "*",
+    });
+    const err = await broker.call("worker.queue.add", {}, { meta: { grant: forged } }).catch(e => e);
+    expect(err).toMatchObject({ type: "INVALID_TOKEN", code: 401, data: { reason: "bad signature" } });
+    expect(JSON.stringify(err)).not.toContain(forged);
+    await expect(broker.call("worker.queue.add", {}, { meta: { grant: "not.a.jwt" } })).rejects.toMatchObject({
+      type: "INVALID_TOKEN",
+    });
+    const expired = await grant({ expiresInSeconds: -10 });
+    await expect(broker.call("worker.queue.add", {}, { meta: { grant: expired } })).rejects.toMatchObject({
+      type: "TOKEN_EXPIRED",
+      code: 401,
+    });
+  });
+
+  it("refuses a meta owner other than the grant's (403 OWNER_NOT_ALLOWED), in either place", async () => {
+    const token = await grant({ ownerId: "owner-b" });
+    for (const meta of [
+      { grant: token, ownerId: "owner-a" },
+      { grant: token, acl: { ownerId: "owner-a" } },
+    ]) {
+      await expect(broker.call("worker.queue.add", {}, { meta })).rejects.toMatchObject({
+        type: "OWNER_NOT_ALLOWED",
+        code: 403,
+      });
+    }
+  });
+
+  it("refuses a serviceId the grant does not list (403 SERVICE_NOT_ALLOWED)", async () => {
+    const token = await grant({ services: ["q-1"] });
+    expect(await broker.call("worker.queue.add", { serviceId: "q-1" }, { meta: { grant: token } })).toMatchObject({
+      ownerId: "owner-a",
+    });
+    await expect(
+      broker.call("worker.queue.add", { serviceId: "q-2" }, { meta: { grant: token } }),
+    ).rejects.toMatchObject({
+      type: "SERVICE_NOT_ALLOWED",
+      code: 403,
+      data: { serviceId: "q-2" },
+    });
+  });
+
+  it("offers a valid grant to optional actions and ignores a bad one", async () => {
+    expect(await broker.call("worker.queue.details", {})).toBeNull();
+    expect(await broker.call("worker.queue.details", {}, { meta: { grant: "forged" } })).toBeNull();
+    expect(await broker.call("worker.queue.details", {}, { meta: { grant: await grant({ ops: true }) } })).toEqual({
+      ownerId: "owner-a",
+      services: "*",
+      ops: true,
+    });
+  });
+
+  it("signs grants for its own calls that it (and any node with the key) verifies", async () => {
+    const guard = aclGuardOf(broker)!;
+    expect(guard).toMatchObject({ mode: "grant", canSign: true });
+    const meta = await guard.internalMeta("owner-z");
+    expect(meta).toMatchObject({ ownerId: "owner-z", acl: { ownerId: "owner-z" }, grant: expect.any(String) });
+    expect(await createJwtVerifier({ secret })(meta.grant as string)).toEqual({ ownerId: "owner-z", services: "*" });
+    expect(await broker.call<Seen, object>("worker.queue.add", {}, { meta })).toMatchObject({ ownerId: "owner-z" });
+  });
+
+  it("signs with an RSA private key beside a public key", async () => {
+    const { generateKeyPairSync } = await import("node:crypto");
+    const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const signer = createGrantSigner({ privateKey: privateKey.export({ type: "pkcs8", format: "pem" }) as string })!;
+    const token = await signer.sign({ ownerId: "owner-r", services: ["s"] });
+    const verify = createJwtVerifier({ publicKey: publicKey.export({ type: "spki", format: "pem" }) as string });
+    expect(await verify(token)).toEqual({ ownerId: "owner-r", services: ["s"] });
+  });
+
+  it("will not start without a way to verify grants, unless told to trust meta or ask an ACL action", () => {
+    expect(() => AclMiddleware({ env: {} })).toThrow(expect.objectContaining({ type: "CONFIGURATION_ERROR" }));
+    expect(AclMiddleware({ env: { ACL_TRUST_META: "true" } }).mode).toBe("trust");
+    expect(AclMiddleware({ env: {}, aclAction: "acl.decide" }).mode).toBe("action");
+    expect(AclMiddleware({ env: { API_JWT_SECRET: secret } }).mode).toBe("grant");
+    expect(() => AclMiddleware({ env: { ACL_TRUST_META: "maybe" } })).toThrow(/ACL_TRUST_META/);
   });
 });

@@ -305,7 +305,14 @@ describe("SodiumCodec with the real keys service on Cassandra", () => {
     broker = new ServiceBroker({ logger: false, nodeID: `crypto-real-${randomUUID()}` });
     // A 1.5 s rotation period, so a rotation happens within the test.
     broker.createService(
-      createKeysService({ client, keyspace, masterKey: randomBytes(32), rotationDays: 1.5 / 86_400, cacheTtlMs: 100 }),
+      createKeysService({
+        client,
+        keyspace,
+        masterKey: randomBytes(32),
+        rotationDays: 1.5 / 86_400,
+        cacheTtlMs: 100,
+        trustMeta: true,
+      }),
     );
     await broker.start();
   });

@@ -28,7 +28,7 @@ async function startKeysBroker(options: KeysServiceOptions): Promise<{ broker: S
     },
   };
   const broker = new ServiceBroker({ logger: false, nodeID: `keys-${randomUUID()}`, middlewares: [collectLogs] });
-  broker.createService(createKeysService(options));
+  broker.createService(createKeysService({ trustMeta: true, ...options }));
   try {
     await broker.start();
   } catch (err) {

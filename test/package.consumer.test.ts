@@ -137,7 +137,7 @@ test("CommonJS: require() it, encrypt with KeysService, guard with AclMiddleware
   const report = await runConsumer("consumer.cjs", keyspaces.cjs);
   expect(report).toEqual({
     results: [10, 20, 30, 40, 50],
-    refusedType: "OWNER_MISSING",
+    refusedType: "GRANT_REQUIRED",
     refusedIsPackageError: true,
     exports: ["AclMiddleware", "HttpQueueWorker", "KeysService", "QueueService", "QueueWorker", "QueueWorkerMixin"],
   });
@@ -162,15 +162,20 @@ const consumerFiles: Record<string, string> = {
 const { randomBytes, randomUUID } = require("node:crypto");
 const { ServiceBroker } = require("moleculer");
 const pkg = require("moleculer-cassandra-queue");
-const { AclMiddleware, KeysService, QueueService, QueueWorker, errors } = pkg;
+const { AclMiddleware, KeysService, QueueService, QueueWorker, errors, mintAccessToken } = pkg;
 
 async function main() {
   const keyspace = process.env.TEST_KEYSPACE;
-  const broker = new ServiceBroker({ nodeID: "consumer-cjs", logger: false, middlewares: [AclMiddleware()] });
+  const secret = randomBytes(32).toString("base64");
+  const broker = new ServiceBroker({
+    nodeID: "consumer-cjs",
+    logger: false,
+    middlewares: [AclMiddleware({ grants: { secret } })],
+  });
   broker.createService(KeysService({ keyspace, replication: ${replication}, masterKey: randomBytes(32).toString("base64") }));
   broker.createService(QueueService({ engine: { keyspace } }));
   await broker.start();
-  const meta = { ownerId: "consumer-cjs" };
+  const meta = { grant: await mintAccessToken({ secret, ownerId: "consumer-cjs", services: "*" }) };
   const serviceId = randomUUID();
   for (let n = 1; n <= 5; n++) await broker.call("worker.queue.add", { serviceId, value: { n } }, { meta });
   const results = [];
@@ -185,7 +190,7 @@ async function main() {
   console.log(JSON.stringify({
     results: results.sort((a, b) => a - b),
     refusedType: refused.type,
-    refusedIsPackageError: refused instanceof errors.OwnerMissingError,
+    refusedIsPackageError: refused instanceof errors.GrantRequiredError,
     exports: ["AclMiddleware", "HttpQueueWorker", "KeysService", "QueueService", "QueueWorker", "QueueWorkerMixin"].filter(
       name => typeof pkg[name] === "function",
     ),
@@ -196,12 +201,12 @@ main().catch(err => { console.error(err); process.exit(1); });
   "consumer.mjs": `
 import { randomBytes, randomUUID } from "node:crypto";
 import { ServiceBroker } from "moleculer";
-import { ApiService, PlainCodec, QueueService, errors, mintAccessToken, HttpQueueWorker as FromRoot } from "moleculer-cassandra-queue";
+import { AclMiddleware, ApiService, PlainCodec, QueueService, errors, mintAccessToken, HttpQueueWorker as FromRoot } from "moleculer-cassandra-queue";
 import { HttpQueueClient, HttpQueueWorker } from "moleculer-cassandra-queue/http-worker";
 
 const keyspace = process.env.TEST_KEYSPACE;
 const secret = randomBytes(32).toString("base64");
-const broker = new ServiceBroker({ nodeID: "consumer-esm", logger: false });
+const broker = new ServiceBroker({ nodeID: "consumer-esm", logger: false, middlewares: [AclMiddleware({ grants: { secret } })] });
 broker.createService(QueueService({ engine: { keyspace }, codec: () => new PlainCodec() }));
 broker.createService(ApiService({ port: 0, ip: "127.0.0.1", jwt: { secret } }));
 await broker.start();
@@ -243,7 +248,7 @@ const meta = { ownerId: "consumer-ts" };
 const serviceId = randomUUID();
 const handled: string[] = [];
 
-const broker = new ServiceBroker({ nodeID: "consumer-ts", logger: false, middlewares: [AclMiddleware()] });
+const broker = new ServiceBroker({ nodeID: "consumer-ts", logger: false, middlewares: [AclMiddleware({ trustMeta: true })] });
 broker.createService(KeysService({ keyspace, replication: ${replication}, masterKey: randomBytes(32).toString("base64") }));
 broker.createService(QueueService({ engine: { keyspace } }));
 const worker = broker.createService({

@@ -145,6 +145,7 @@ beforeAll(async () => {
       client,
       codec: () => new PlainCodec(),
       engine: { keyspace, ownerLeaseMs: 3000 },
+      trustMeta: true,
     }),
   );
   await broker.start();

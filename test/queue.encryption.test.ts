@@ -68,7 +68,7 @@ async function startKeys(options: Partial<KeysServiceOptions> = {}): Promise<Ser
     heartbeatInterval: 1,
     heartbeatTimeout: 3,
   });
-  broker.createService(createKeysService({ client, keyspace, replication, masterKey, ...options }));
+  broker.createService(createKeysService({ client, keyspace, replication, masterKey, trustMeta: true, ...options }));
   await broker.start();
   keysNode = broker;
   keysNormal = Object.keys(options).length === 0;
@@ -92,7 +92,7 @@ async function startQueue(): Promise<ServiceBroker> {
     client,
     namespace,
     defaultCodec: true,
-    middlewares: [AclMiddleware()],
+    middlewares: [AclMiddleware({ trustMeta: true })],
     services: [activity],
   });
   brokers.push(broker);
@@ -565,8 +565,9 @@ describe("with the keys service away", () => {
     const serviceId = randomUUID();
     const token = { wf: marker("ACKTOKEN") };
     const result = { out: marker("ACKRESULT") };
-    // One node owns the queue (and seals results there) but never sealed anything for this owner;
-    // placement decides which, so look it up and send everything else through the other one.
+    // The node an ack enters seals its result (only ciphertext is forwarded to the owner): let the
+    // entry be the node that never sealed anything for this owner (it only opened the value, by
+    // key id); placement decides which node owns the queue, so look it up and add through the owner.
     expect(await call(q2, "stats", { serviceId }, owner)).toMatchObject({ ready: 0 });
     const owns = (b: ServiceBroker) =>
       (b.getLocalService("worker.queue") as unknown as { engine: { ownedQueues(): string[] } }).engine
@@ -574,7 +575,7 @@ describe("with the keys service away", () => {
         .includes(`${owner}/${serviceId}`);
     const entry = owns(q2) ? q1 : q2;
     expect(owns(entry)).toBe(false);
-    await call(entry, "add", { serviceId, taskId: "t", value: "work", token }, owner);
+    await call(entry === q1 ? q2 : q1, "add", { serviceId, taskId: "t", value: "work", token }, owner);
     expect(await call(entry, "fetch", { serviceId, workerId: "w" }, owner)).toBe("work");
     await stopKeys();
 

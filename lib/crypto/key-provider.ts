@@ -64,6 +64,11 @@ export interface MoleculerKeyProviderOptions {
    * @defaultValue 5000
    */
   timeoutMs?: number;
+  /**
+   * The meta of a key request made outside any call (e.g. a hand-over): with a grant this node
+   * signed, where the ACL middleware verifies grants. @defaultValue `{ ownerId, acl: { ownerId } }`
+   */
+  metaFor?: (ownerId: string) => Promise<Record<string, unknown>>;
 }
 
 interface GetOekParams {
@@ -78,6 +83,7 @@ export class MoleculerKeyProvider implements KeyProvider {
   private readonly currentKeyTtlMs: number;
   private readonly keyByIdTtlMs: number;
   private readonly timeoutMs: number;
+  private readonly metaFor: (ownerId: string) => Promise<Record<string, unknown>>;
   private readonly cache: TtlCache<OwnerKey>;
   /** One request per cache key in flight: concurrent misses for the same key share it. */
   private readonly inFlight = new Map<string, Promise<OwnerKey>>();
@@ -89,6 +95,7 @@ export class MoleculerKeyProvider implements KeyProvider {
     this.currentKeyTtlMs = options.currentKeyTtlMs ?? 60_000;
     this.keyByIdTtlMs = options.keyByIdTtlMs ?? 3_600_000;
     this.timeoutMs = options.timeoutMs ?? 5_000;
+    this.metaFor = options.metaFor ?? (async ownerId => ({ ownerId, acl: { ownerId } }));
     this.cache = new TtlCache({ maxEntries: options.maxCachedKeys ?? 10_000 });
   }
 
@@ -138,7 +145,7 @@ export class MoleculerKeyProvider implements KeyProvider {
         reply = await caller.call(this.getOekAction, params, { meta, timeout: this.timeoutMs });
       } else {
         reply = await this.broker.call(this.getOekAction, params, {
-          meta: { ownerId, acl: { ownerId } },
+          meta: await this.metaFor(ownerId),
           timeout: this.timeoutMs,
         });
       }

@@ -113,3 +113,20 @@ function readOrCreateDevKey(file: string, warn: (message: string) => void): Buff
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === "" ? undefined : value;
 }
+
+/**
+ * Master keys from before a rotation (KEYS_PREVIOUS_MASTER_KEYS: base64 keys, comma separated, or
+ * `previous` when given): owner keys wrapped under them still unwrap until they are re-wrapped.
+ */
+export function loadPreviousMasterKeys(
+  previous: readonly (string | Buffer)[] | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Buffer[] {
+  const list =
+    previous ??
+    (env.KEYS_PREVIOUS_MASTER_KEYS ?? "")
+      .split(",")
+      .map(k => k.trim())
+      .filter(k => k !== "");
+  return list.map((k, i) => parseMasterKey(k, `KEYS_PREVIOUS_MASTER_KEYS (entry ${i + 1})`));
+}

@@ -36,8 +36,13 @@ export interface OwnerKeyStoreOptions {
    * @defaultValue "owner_keys"
    */
   table?: string;
-  /** 32 bytes that wrap every owner key. */
+  /** 32 bytes that wrap every new owner key (the current master key). */
   masterKey: Buffer;
+  /**
+   * Earlier master keys: rows wrapped under them still unwrap (until `rewrapAll` moves them to the
+   * current key). @defaultValue none
+   */
+  previousMasterKeys?: Buffer[];
   /**
    * After how many days an owner gets a new current key (fractions allowed).
    * @defaultValue 30
@@ -70,12 +75,32 @@ export interface OwnerKeyStoreOptions {
 interface KeyRow {
   key_id: string;
   wrapped: Buffer;
+  /** The id of the master key that wrapped it; null for rows written before ids were recorded. */
+  master_id: string | null;
+}
+
+/** A master key's id: the first 8 bytes of its SHA-256, hex (names the key, reveals nothing of it). */
+export function masterKeyId(key: Buffer): string {
+  return createHash("sha256").update(key).digest().subarray(0, 8).toString("hex");
+}
+
+/** What a re-wrap did. */
+export interface RewrapReport {
+  /** Rows read. */
+  rows: number;
+  /** Rows moved to the current master key. */
+  rewrapped: number;
+  /** Rows already under it. */
+  current: number;
 }
 
 export class OwnerKeyStore {
   private readonly client: Client;
   private readonly table: string;
   private readonly masterKey: Buffer;
+  private readonly masterId: string;
+  /** Every configured master key by id, the current one included. */
+  private readonly masterKeys = new Map<string, Buffer>();
   private readonly rotationMs: number;
   private readonly ttlSeconds: number;
   private readonly cacheTtlMs: number;
@@ -108,6 +133,15 @@ export class OwnerKeyStore {
     this.client = options.client;
     this.table = `${options.keyspace}.${table}`;
     this.masterKey = Buffer.from(options.masterKey);
+    this.masterId = masterKeyId(this.masterKey);
+    this.masterKeys.set(this.masterId, this.masterKey);
+    for (const previous of options.previousMasterKeys ?? []) {
+      if (previous.length !== KEY_BYTES) {
+        throw new ConfigurationError("previousMasterKeys", `Every previous master key must be ${KEY_BYTES} bytes`);
+      }
+      if (!this.masterKeys.has(masterKeyId(previous)))
+        this.masterKeys.set(masterKeyId(previous), Buffer.from(previous));
+    }
     this.cacheTtlMs = nonNegative("cacheTtlMs", options.cacheTtlMs ?? 60_000);
     this.now = options.now ?? Date.now;
     this.cache = new TtlCache({ maxEntries: options.maxCachedKeys ?? 10_000, now: this.now });
@@ -127,12 +161,28 @@ export class OwnerKeyStore {
           period bigint,
           key_id text,
           wrapped blob,
+          master_id text,
           created_at timestamp,
           PRIMARY KEY ((owner_id), period)
         ) WITH CLUSTERING ORDER BY (period DESC)
           AND comment = 'Owner encryption keys, wrapped with the master key; rows expire by TTL'`,
       ),
     );
+    // Tables made before master key ids were recorded get the column (a no-op error when it exists).
+    const columns = await this.run("read the owner key table's columns", () =>
+      this.client.execute(
+        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+        this.table.split("."),
+        { prepare: true },
+      ),
+    );
+    if (!columns.rows.some(r => r.get("column_name") === "master_id")) {
+      await this.run("add master_id to the owner key table", () =>
+        this.client.execute(`ALTER TABLE ${this.table} ADD master_id text`).catch((err: Error) => {
+          if (!/already exist|conflicts with an existing column/i.test(err.message)) throw err;
+        }),
+      );
+    }
   }
 
   /** The owner's key for the current rotation period, created on first use. */
@@ -187,9 +237,9 @@ export class OwnerKeyStore {
     let winner: KeyRow | undefined;
     try {
       const rs = await this.client.execute(
-        `INSERT INTO ${this.table} (owner_id, period, key_id, wrapped, created_at) VALUES (?, ?, ?, ?, ?)
-         IF NOT EXISTS USING TTL ?`,
-        [ownerId, types.Long.fromNumber(period), keyId, wrapped, new Date(this.now()), this.ttlSeconds],
+        `INSERT INTO ${this.table} (owner_id, period, key_id, wrapped, master_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?`,
+        [ownerId, types.Long.fromNumber(period), keyId, wrapped, this.masterId, new Date(this.now()), this.ttlSeconds],
         {
           prepare: true,
           consistency: types.consistencies.localQuorum,
@@ -216,7 +266,7 @@ export class OwnerKeyStore {
   private async read(ownerId: string, period: number, consistency: number): Promise<KeyRow | undefined> {
     const rs = await this.run("read an owner key", () =>
       this.client.execute(
-        `SELECT key_id, wrapped FROM ${this.table} WHERE owner_id = ? AND period = ?`,
+        `SELECT key_id, wrapped, master_id FROM ${this.table} WHERE owner_id = ? AND period = ?`,
         [ownerId, types.Long.fromNumber(period)],
         { prepare: true, consistency, isIdempotent: true },
       ),
@@ -226,17 +276,77 @@ export class OwnerKeyStore {
 
   private async unwrap(ownerId: string, row: KeyRow): Promise<OwnerKey> {
     const sodium = await loadSodium();
-    try {
-      const key = openEnvelope(sodium, this.masterKey, row.wrapped, wrapAssociatedData(ownerId, row.key_id));
-      return { id: row.key_id, key };
-    } catch (err) {
-      if (!(err instanceof EnvelopeError)) throw err;
-      throw new ConfigurationError(
-        "KEYS_MASTER_KEY",
-        `Owner key ${row.key_id} does not unwrap with this master key (${err.reason}); ` +
-          "start the keys service with the master key that wrapped it",
-      );
+    // A row names its master key; an older row does not, so every configured key is tried.
+    const candidates =
+      row.master_id !== null
+        ? [this.masterKeys.get(row.master_id)].filter(k => k !== undefined)
+        : [...this.masterKeys.values()];
+    let reason = `master key ${row.master_id ?? "(unrecorded)"} is not configured`;
+    for (const masterKey of candidates) {
+      try {
+        const key = openEnvelope(sodium, masterKey, row.wrapped, wrapAssociatedData(ownerId, row.key_id));
+        return { id: row.key_id, key };
+      } catch (err) {
+        if (!(err instanceof EnvelopeError)) throw err;
+        reason = err.reason;
+      }
     }
+    throw new ConfigurationError(
+      "KEYS_MASTER_KEY",
+      `Owner key ${row.key_id} does not unwrap with the configured master keys (${reason}); ` +
+        "configure the master key that wrapped it (KEYS_MASTER_KEY, or KEYS_PREVIOUS_MASTER_KEYS after a rotation)",
+    );
+  }
+
+  /**
+   * Re-wraps every owner key not under the current master key with it, keeping each row's remaining
+   * lifetime; safe to run again, and beside running keys services (a conditional update per row).
+   * Afterwards previous master keys are no longer needed.
+   */
+  async rewrapAll(): Promise<RewrapReport> {
+    const report: RewrapReport = { rows: 0, rewrapped: 0, current: 0 };
+    const sodium = await loadSodium();
+    let pageState: string | undefined;
+    do {
+      const rs = await this.run("page through owner keys", () =>
+        this.client.execute(
+          `SELECT owner_id, period, key_id, wrapped, master_id, TTL(wrapped) AS ttl FROM ${this.table}`,
+          [],
+          { prepare: true, fetchSize: 500, pageState, consistency: types.consistencies.localQuorum },
+        ),
+      );
+      pageState = rs.pageState ?? undefined;
+      for (const r of rs.rows) {
+        report.rows++;
+        const row = asKeyRow(r);
+        if (row === undefined) continue;
+        if (row.master_id === this.masterId) {
+          report.current++;
+          continue;
+        }
+        const ownerId = r.get("owner_id") as string;
+        const { key } = await this.unwrap(ownerId, row);
+        const wrapped = sealEnvelope(sodium, this.masterKey, key, wrapAssociatedData(ownerId, row.key_id));
+        const ttl = Math.max(1, Number(r.get("ttl") ?? this.ttlSeconds));
+        const update = await this.run("re-wrap an owner key", () =>
+          this.client.execute(
+            `UPDATE ${this.table} USING TTL ? SET wrapped = ?, master_id = ? WHERE owner_id = ? AND period = ?
+             IF master_id = ?`,
+            [ttl, wrapped, this.masterId, ownerId, r.get("period"), row.master_id],
+            {
+              prepare: true,
+              consistency: types.consistencies.localQuorum,
+              serialConsistency: types.consistencies.localSerial,
+            },
+          ),
+        );
+        // Not applied: another re-wrap got there first (the row is under the current key now).
+        if (update.wasApplied()) report.rewrapped++;
+        else report.current++;
+      }
+    } while (pageState !== undefined);
+    this.cache.clear();
+    return report;
   }
 
   /** Each owner's periods are shifted by an offset derived from the owner id. */
@@ -279,8 +389,9 @@ function asKeyRow(row: types.Row | null | undefined): KeyRow | undefined {
   if (row === null || row === undefined) return undefined;
   const keyId: unknown = row.get("key_id");
   const wrapped: unknown = row.get("wrapped");
+  const masterId: unknown = row.get("master_id");
   if (typeof keyId !== "string" || !Buffer.isBuffer(wrapped)) return undefined;
-  return { key_id: keyId, wrapped };
+  return { key_id: keyId, wrapped, master_id: typeof masterId === "string" ? masterId : null };
 }
 
 function storageError(operation: string, err: unknown): StorageUnavailableError {

@@ -4,7 +4,7 @@
  * minting of development tokens. No Moleculer here beyond the error classes; tokens and secrets
  * never appear in an error.
  */
-import { createPublicKey, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { errors as joseErrors, jwtVerify, SignJWT, type JWTVerifyGetKey, type JWTVerifyOptions } from "jose";
 import { TtlCache } from "../crypto/ttl-cache";
 import { ConfigurationError, InvalidTokenError, TokenExpiredError } from "../errors";
@@ -14,6 +14,8 @@ export interface AccessGrant {
   ownerId: string;
   /** The serviceIds the token may use, or "*" for all of the owner's. */
   services: "*" | readonly string[];
+  /** Operator rights (`ops: true` claim): health details, the operator console's node views. */
+  ops?: boolean;
 }
 
 /** Turns a bearer token into a grant, or throws a 401 error (InvalidTokenError, TokenExpiredError). */
@@ -146,7 +148,7 @@ function verificationError(error: unknown): Error {
 export function grantFromClaims(claims: Record<string, unknown>): AccessGrant {
   const ownerId = claims.sub;
   if (typeof ownerId !== "string" || ownerId === "") throw new InvalidTokenError("claim sub missing");
-  return { ownerId, services: servicesClaim(claims.services) };
+  return { ownerId, services: servicesClaim(claims.services), ...(claims.ops === true ? { ops: true } : {}) };
 }
 
 /** `services` must be "*" or an array of non-empty strings. */
@@ -173,17 +175,56 @@ export interface MintTokenOptions {
   expiresInSeconds?: number;
   issuer?: string;
   audience?: string;
+  /** Grants operator rights (`ops: true`). */
+  ops?: boolean;
 }
 
-/** Mints an HS256 token the default verifier accepts (for development and tests). */
+/** Mints an HS256 token the default verifier accepts (grants for the bus, development tokens, tests). */
 export async function mintAccessToken(options: MintTokenOptions): Promise<string> {
+  return signGrant(hmacKey(options.secret), "HS256", options);
+}
+
+async function signGrant(
+  key: Uint8Array | KeyObject,
+  alg: "HS256" | "RS256" | "ES256",
+  options: Omit<MintTokenOptions, "secret">,
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  let jwt = new SignJWT({ services: options.services })
-    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+  let jwt = new SignJWT({ services: options.services, ...(options.ops ? { ops: true } : {}) })
+    .setProtectedHeader({ alg, typ: "JWT" })
     .setSubject(options.ownerId)
     .setIssuedAt(now)
     .setExpirationTime(now + (options.expiresInSeconds ?? 86_400));
   if (options.issuer) jwt = jwt.setIssuer(options.issuer);
   if (options.audience) jwt = jwt.setAudience(options.audience);
-  return jwt.sign(hmacKey(options.secret));
+  return jwt.sign(key);
+}
+
+/** Signs grants: with the HS256 secret, or with an RSA / P-256 private key (PKCS#8 PEM). */
+export interface GrantSigner {
+  sign(options: Omit<MintTokenOptions, "secret">): Promise<string>;
+}
+
+export function createGrantSigner(options: { secret?: string; privateKey?: string }): GrantSigner | undefined {
+  if (options.secret !== undefined) {
+    const key = hmacKey(options.secret);
+    return { sign: o => signGrant(key, "HS256", o) };
+  }
+  if (options.privateKey === undefined) return undefined;
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(options.privateKey);
+  } catch {
+    throw new ConfigurationError("ACL_GRANT_PRIVATE_KEY", "ACL_GRANT_PRIVATE_KEY is not a PEM private key");
+  }
+  const alg =
+    key.asymmetricKeyType === "rsa"
+      ? "RS256"
+      : key.asymmetricKeyType === "ec" && key.asymmetricKeyDetails?.namedCurve === "prime256v1"
+        ? "ES256"
+        : undefined;
+  if (alg === undefined) {
+    throw new ConfigurationError("ACL_GRANT_PRIVATE_KEY", "ACL_GRANT_PRIVATE_KEY must be an RSA or a P-256 EC key");
+  }
+  return { sign: o => signGrant(key, alg, o) };
 }

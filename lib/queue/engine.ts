@@ -5,7 +5,7 @@
  * orphaned hand-overs. It knows nothing of Moleculer: the service gives it a `Cluster`.
  */
 import { errors, types, type Client } from "cassandra-driver";
-import type { ValueCodec } from "../codec";
+import type { Sealed, ValueCodec } from "../codec";
 import { ConfigurationError, StorageError, StorageUnavailableError } from "../errors";
 import type { HandoverTarget } from "./handover";
 import { Membership, type Beat } from "./membership";
@@ -25,7 +25,16 @@ import type {
   TaskStatus,
   UpdateOutcome,
 } from "./task";
-import { sealContext, type DeadEntry, type Inspected, type QueueRequest, type WireRequest } from "./wire";
+import {
+  lateSeal,
+  openField,
+  sealContext,
+  type DeadEntry,
+  type Inspected,
+  type LateSeal,
+  type QueueRequest,
+  type WireRequest,
+} from "./wire";
 
 export type { TaskEvent } from "./queue-host";
 
@@ -63,6 +72,19 @@ export interface DeadTask {
 
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v === undefined ? null : v), "utf8");
 const unjson = (b: Buffer): unknown => JSON.parse(b.toString("utf8"));
+
+/** What the workflow receives when a task with a token is cancelled. */
+function cancelledError(taskId: string): { type: string; message: string; taskId: string } {
+  return { type: "TASK_CANCELLED", message: "The task was cancelled", taskId };
+}
+
+/** The caller's grant is not kept with an outcome: the hand-over, maybe much later, brings its own. */
+function withoutGrant(outcome: { result?: unknown; error?: unknown; meta?: unknown }): unknown {
+  const meta = outcome.meta;
+  if (typeof meta !== "object" || meta === null || !("grant" in meta)) return outcome;
+  const { grant: _grant, ...rest } = meta as Record<string, unknown>;
+  return { ...outcome, meta: rest };
+}
 
 /** Events per log partition at most: a log position keeps 14 bits for the place in its partition. */
 const MAX_BUCKET_EVENTS = 2 ** 14;
@@ -206,7 +228,10 @@ export class QueueEngine {
     };
   }
 
-  /** `outcome` is { result, error, meta }: sealed and kept only for tasks with a workflow token. */
+  /**
+   * `outcome` is { result, error, meta }: kept (sealed) only for tasks with a workflow token; sealed
+   * here when the call is forwarded, so it never leaves this node in plaintext.
+   */
   ack(
     caller: unknown,
     key: QueueKey,
@@ -215,11 +240,13 @@ export class QueueEngine {
     outcome: { result?: unknown; error?: unknown; meta?: unknown },
   ): Promise<AckOutcome> {
     const failed = outcome.error !== undefined && outcome.error !== null;
-    return this.route({ op: "ack", key, worker, taskId, failed, outcome }, caller) as Promise<AckOutcome>;
+    const sealed = this.lateSeal(key, "result", taskId, withoutGrant(outcome), caller);
+    return this.route({ op: "ack", key, worker, taskId, failed, outcome: sealed }, caller) as Promise<AckOutcome>;
   }
 
   update(caller: unknown, key: QueueKey, worker: string, taskId?: string, progress?: unknown): Promise<UpdateOutcome> {
-    return this.route({ op: "update", key, worker, taskId, progress }, caller) as Promise<UpdateOutcome>;
+    const sealed = progress === undefined ? undefined : this.lateSeal(key, "progress", taskId, progress, caller);
+    return this.route({ op: "update", key, worker, taskId, progress: sealed }, caller) as Promise<UpdateOutcome>;
   }
 
   release(
@@ -228,11 +255,33 @@ export class QueueEngine {
     worker: string,
     input: { taskId?: string; delayMs: number; error?: unknown },
   ): Promise<ReleaseOutcome> {
-    return this.route({ op: "release", key, worker, ...input }, caller) as Promise<ReleaseOutcome>;
+    const error =
+      input.error === undefined ? undefined : this.lateSeal(key, "error", input.taskId, input.error, caller);
+    return this.route(
+      { op: "release", key, worker, taskId: input.taskId, delayMs: input.delayMs, error },
+      caller,
+    ) as Promise<ReleaseOutcome>;
   }
 
   cancel(caller: unknown, key: QueueKey, taskId: string): Promise<CancelOutcome> {
-    return this.route({ op: "cancel", key, taskId }, caller) as Promise<CancelOutcome>;
+    const outcome = this.lateSeal(key, "result", taskId, { error: cancelledError(taskId), meta: {} }, caller);
+    return this.route({ op: "cancel", key, taskId, outcome }, caller) as Promise<CancelOutcome>;
+  }
+
+  /** Seals `value` for `field` when the owner keeps it, or before a forward (see LateSeal). */
+  private lateSeal(
+    key: QueueKey,
+    field: string,
+    taskId: string | undefined,
+    value: unknown,
+    caller: unknown,
+  ): LateSeal {
+    return lateSeal(context => this.codec.seal(context, json(value), caller), key, field, taskId);
+  }
+
+  /** Opens a sealed field of a task (bound to the task, or to "*" when sealed before it was known). */
+  private async openField(caller: unknown, key: QueueKey, taskId: string, field: string, s: Sealed): Promise<unknown> {
+    return unjson(await openField((c, b) => this.codec.open(c, b, caller), key, taskId, field, s));
   }
 
   async dead(caller: unknown, key: QueueKey, limit: number): Promise<DeadTask[]> {
@@ -243,9 +292,7 @@ export class QueueEngine {
         attempt: d.attempt,
         reason: d.reason,
         expiresAt: d.expiresAt,
-        error: d.error
-          ? unjson(await this.codec.open(sealContext(key, d.taskId, "error"), d.error, caller))
-          : undefined,
+        error: d.error ? await this.openField(caller, key, d.taskId, "error", d.error) : undefined,
       })),
     );
   }
@@ -265,7 +312,7 @@ export class QueueEngine {
       progress?: Inspected["progress"];
     };
     if (!found.progress) return found.status;
-    const progress = unjson(await this.codec.open(sealContext(key, taskId, "progress"), found.progress, caller));
+    const progress = await this.openField(caller, key, taskId, "progress", found.progress);
     return { ...found.status, progress };
   }
 
@@ -290,7 +337,7 @@ export class QueueEngine {
   ): Promise<TaskStatus & { value?: unknown; progress?: unknown; error?: unknown }> {
     const found = (await this.route({ op: "inspect", key, taskId }, caller)) as Inspected;
     const open = async (field: string, s: Inspected["value"]) =>
-      s ? unjson(await this.codec.open(sealContext(key, taskId, field), s, caller)) : undefined;
+      s ? await this.openField(caller, key, taskId, field, s) : undefined;
     return {
       ...found.status,
       value: await open("value", found.value),
@@ -340,9 +387,9 @@ export class QueueEngine {
   }
 
   /** Runs a request that another node forwarded here. */
-  async executeForwarded(request: WireRequest, caller: unknown): Promise<unknown> {
+  async executeForwarded(request: WireRequest): Promise<unknown> {
     try {
-      return await this.router.executeForwarded(request, caller);
+      return await this.router.executeForwarded(request);
     } catch (err) {
       throw asStorageError(request.op, err);
     }

@@ -9,7 +9,7 @@ import { OwnershipLostError } from "../errors";
 import type { OwnedQueue } from "./owned-queue";
 import type { QueueKey } from "./queue-key";
 import type { Task } from "./task";
-import { sealContext } from "./wire";
+import { openField, sealContext } from "./wire";
 
 export interface HandoverTarget {
   completeWorkflow(input: {
@@ -53,7 +53,7 @@ export class Handover {
       const { token, result } = await owned.state.handoverData(task);
       if (!token || !result) throw new Error("the task's token or outcome could not be read back");
       const plainToken = unjson(await this.codec.open(sealContext(key, task.id, "token"), token));
-      const outcome = unjson(await this.codec.open(sealContext(key, task.id, "result"), result)) as {
+      const outcome = unjson(await openField((c, s) => this.codec.open(c, s), key, task.id, "result", result)) as {
         result?: unknown;
         error?: unknown;
         meta?: unknown;

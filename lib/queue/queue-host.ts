@@ -3,7 +3,7 @@
  * on them, their timers (lease renewal, checkpoints, idle release), giving them up (on stop, on
  * idle, when placement moves them) and dropping them when a write fails.
  */
-import type { Sealed, ValueCodec } from "../codec";
+import type { ValueCodec } from "../codec";
 import { Handover, type HandoverTarget } from "./handover";
 import type { Membership } from "./membership";
 import type { QueueEngineOptions } from "./options";
@@ -15,7 +15,7 @@ import { deadTasks, inspectTask, listTasks, queueStats, statusWithProgress } fro
 import type { QueueStore } from "./store";
 import { takeOver } from "./takeover";
 import type { Task, TaskEventType } from "./task";
-import { sealContext, type QueueRequest } from "./wire";
+import type { QueueRequest } from "./wire";
 
 /** A notification about a task: metadata only, never its value. */
 export interface TaskEvent {
@@ -36,13 +36,6 @@ export interface HostDeps {
   handover: HandoverTarget;
   publish(event: TaskEvent): void;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; debug(...a: unknown[]): void };
-}
-
-const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v === undefined ? null : v), "utf8");
-
-/** What the workflow receives when a task with a token is cancelled. */
-function cancelledError(taskId: string): { type: string; message: string; taskId: string } {
-  return { type: "TASK_CANCELLED", message: "The task was cancelled", taskId };
 }
 
 export class QueueHost {
@@ -213,12 +206,13 @@ export class QueueHost {
 
   // ---- requests on an owned queue ----------------------------------------------------------------
 
-  /** Runs a request on a queue this node owns. */
-  async run(queue: OwnedQueue, r: QueueRequest, caller: unknown): Promise<unknown> {
+  /**
+   * Runs a request on a queue this node owns. It needs no caller: what it keeps comes sealed
+   * (values by the entry node; outcomes, progress and errors by their LateSeal).
+   */
+  async run(queue: OwnedQueue, r: QueueRequest): Promise<unknown> {
     const state = queue.state;
     const retentionMs = this.deps.options.retentionSeconds * 1000;
-    const seal = (t: Task, field: string, value: unknown): Promise<Sealed> =>
-      this.deps.codec.seal(sealContext(r.key, t.id, field), json(value), caller);
     switch (r.op) {
       case "add":
         await state.add({
@@ -235,22 +229,13 @@ export class QueueHost {
       case "fetch":
         return state.fetch(r.worker, r.timeToRecoverMs, r.waitMs);
       case "ack":
-        return state.ack(r.worker, r.taskId, r.failed, t => seal(t, "result", r.outcome));
+        return state.ack(r.worker, r.taskId, r.failed, t => r.outcome(t.id));
       case "update":
-        return state.update(
-          r.worker,
-          r.taskId,
-          r.progress === undefined ? undefined : t => seal(t, "progress", r.progress),
-        );
+        return state.update(r.worker, r.taskId, r.progress === undefined ? undefined : t => r.progress!(t.id));
       case "release":
-        return state.release(
-          r.worker,
-          r.taskId,
-          r.delayMs,
-          r.error === undefined ? undefined : t => seal(t, "error", r.error),
-        );
+        return state.release(r.worker, r.taskId, r.delayMs, r.error === undefined ? undefined : t => r.error!(t.id));
       case "cancel":
-        return state.cancel(r.taskId, t => seal(t, "result", { error: cancelledError(t.id), meta: {} }));
+        return state.cancel(r.taskId, t => r.outcome(t.id));
       case "dead":
         return (await deadTasks(state, r.limit)).map(d => ({
           taskId: d.taskId,

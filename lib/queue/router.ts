@@ -67,7 +67,7 @@ export class Router {
       const local = this.host.get(r.key);
       if (local) {
         try {
-          return await this.host.run(local, r, caller);
+          return await this.host.run(local, r);
         } catch (err) {
           if (!(err instanceof OwnershipLostError)) throw err;
           lastError = err;
@@ -91,7 +91,7 @@ export class Router {
           continue;
         }
         try {
-          return await this.host.run(got, r, caller);
+          return await this.host.run(got, r);
         } catch (err) {
           if (!(err instanceof OwnershipLostError)) throw err;
           lastError = err;
@@ -101,9 +101,10 @@ export class Router {
       try {
         const timeout = this.options.forwardTimeoutMs + (r.op === "fetch" ? r.waitMs : 0);
         // Do not wait out the timeout for an owner that stops beating meanwhile.
+        const wire = await requestToWire(r);
         const watch = this.membership.whenDead(target);
         const answer = await Promise.race([
-          this.link.forward(target, { ...requestToWire(r), placed }, caller, timeout),
+          this.link.forward(target, { ...wire, placed }, caller, timeout),
           watch.dead.then(() => {
             throw new OwnerGoneError(target);
           }),
@@ -161,7 +162,7 @@ export class Router {
    * remembered) is told it does not, and looks again: so a queue this node gave away is placed
    * anew instead of coming straight back.
    */
-  async executeForwarded(wire: WireRequest, caller: unknown): Promise<unknown> {
+  async executeForwarded(wire: WireRequest): Promise<unknown> {
     const r = requestFromWire(wire);
     let owned = this.host.get(r.key);
     if (!owned) {
@@ -170,7 +171,7 @@ export class Router {
       if ("owner" in got) throw new NotOwnerError(r.key.id, got.owner || null);
       owned = got;
     }
-    return resultToWire(r.op, await this.host.run(owned, r, caller));
+    return resultToWire(r.op, await this.host.run(owned, r));
   }
 
   /** Forgets the route of a queue (its owner is known to be gone). */

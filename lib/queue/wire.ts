@@ -16,6 +16,17 @@ import type {
   UpdateOutcome,
 } from "./task";
 
+/**
+ * An ack's outcome, an update's progress, a release's error, a cancellation: sealed where it is
+ * needed. On the owner it is sealed for the task it lands on (`taskId` given), and only when kept;
+ * before a forward the entry node seals it (no `taskId`: bound to the task the request names, or to
+ * "*"), so only ciphertext leaves the entry node. Called again, it answers the same ciphertext.
+ */
+export type LateSeal = (taskId?: string) => Promise<Sealed>;
+
+/** The task-id slot of a field sealed before its task was known (see ARCHITECTURE, Security). */
+export const ANY_TASK = "*";
+
 export type QueueRequest =
   | {
       op: "add";
@@ -31,10 +42,10 @@ export type QueueRequest =
       retry?: boolean;
     }
   | { op: "fetch"; key: QueueKey; worker: string; timeToRecoverMs: number; waitMs: number }
-  | { op: "ack"; key: QueueKey; worker: string; taskId?: string; failed: boolean; outcome: unknown }
-  | { op: "update"; key: QueueKey; worker: string; taskId?: string; progress?: unknown }
-  | { op: "release"; key: QueueKey; worker: string; taskId?: string; delayMs: number; error?: unknown }
-  | { op: "cancel"; key: QueueKey; taskId: string }
+  | { op: "ack"; key: QueueKey; worker: string; taskId?: string; failed: boolean; outcome: LateSeal }
+  | { op: "update"; key: QueueKey; worker: string; taskId?: string; progress?: LateSeal }
+  | { op: "release"; key: QueueKey; worker: string; taskId?: string; delayMs: number; error?: LateSeal }
+  | { op: "cancel"; key: QueueKey; taskId: string; outcome: LateSeal }
   | { op: "dead"; key: QueueKey; limit: number }
   | { op: "redrive"; key: QueueKey; taskIds?: string[] }
   | { op: "purge"; key: QueueKey }
@@ -101,12 +112,26 @@ export type WireRequest = Record<string, unknown> & {
   placed?: boolean;
 };
 
-export function requestToWire(r: QueueRequest): WireRequest {
+/** The fields of each operation that are sealed late (see LateSeal). */
+const LATE_FIELDS: Partial<Record<QueueRequest["op"], string>> = {
+  ack: "outcome",
+  update: "progress",
+  release: "error",
+  cancel: "outcome",
+};
+
+/** The wire form of a request; fields sealed late are sealed now, on the entry node. */
+export async function requestToWire(r: QueueRequest): Promise<WireRequest> {
   const { key, ...rest } = r;
   const wire: Record<string, unknown> = { ...rest, ownerId: key.ownerId, serviceId: key.serviceId };
   if (r.op === "add") {
     wire["value"] = toWire(r.value);
     wire["token"] = opt(r.token, toWire);
+  }
+  const late = LATE_FIELDS[r.op];
+  if (late !== undefined) {
+    const seal = (r as Record<string, unknown>)[late] as LateSeal | undefined;
+    wire[late] = seal ? toWire(await seal()) : undefined;
   }
   return wire as WireRequest;
 }
@@ -117,6 +142,11 @@ export function requestFromWire(w: WireRequest): QueueRequest {
   if (w.op === "add") {
     r["value"] = fromWire(w["value"] as WireSealed);
     r["token"] = opt(w["token"] as WireSealed | undefined, fromWire);
+  }
+  const late = LATE_FIELDS[w.op];
+  if (late !== undefined) {
+    const sealed = opt(w[late] as WireSealed | undefined, fromWire);
+    r[late] = sealed ? ((() => Promise.resolve(sealed)) satisfies LateSeal) : undefined;
   }
   return r as unknown as QueueRequest;
 }
@@ -168,6 +198,43 @@ export function resultFromWire(op: QueueRequest["op"], wire: unknown): unknown {
     };
   }
   return wire;
+}
+
+/**
+ * A late seal of `value` for the request's field: on the owner for the task it lands on, before a
+ * forward for `namedTask` (or "*" when the request names none); the forward's seal is made once.
+ */
+export function lateSeal(
+  seal: (context: SealContext) => Promise<Sealed>,
+  key: QueueKey,
+  field: string,
+  namedTask: string | undefined,
+): LateSeal {
+  let early: Promise<Sealed> | undefined;
+  return taskId => {
+    if (taskId !== undefined) return seal(sealContext(key, taskId, field));
+    early ??= seal(sealContext(key, namedTask ?? ANY_TASK, field));
+    return early;
+  };
+}
+
+/**
+ * Opens a sealed field of task `taskId`: bound to the task, or (sealed on an entry node before the
+ * task was known) to "*".
+ */
+export async function openField(
+  open: (context: SealContext, sealed: Sealed) => Promise<Buffer>,
+  key: QueueKey,
+  taskId: string,
+  field: string,
+  sealed: Sealed,
+): Promise<Buffer> {
+  try {
+    return await open(sealContext(key, taskId, field), sealed);
+  } catch (err) {
+    if ((err as { type?: string }).type !== "DECRYPTION_FAILED" || taskId === ANY_TASK) throw err;
+    return open(sealContext(key, ANY_TASK, field), sealed);
+  }
 }
 
 /** Where a sealed field belongs: bound into its ciphertext. */

@@ -1,7 +1,7 @@
 /** Brokers running the queue service against the test Cassandra, for integration tests. */
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
-import { ServiceBroker, type Middleware, type ServiceSchema } from "moleculer";
+import { ServiceBroker, type BrokerOptions, type Middleware, type ServiceSchema } from "moleculer";
 import { PlainCodec, type ValueCodec } from "../../lib/codec";
 import type { QueueEngineOptions } from "../../lib/queue/options";
 import { createQueueService, type QueueServiceOptions } from "../../services/queue.service";
@@ -22,6 +22,8 @@ export interface ClusterOptions {
   /** Broker middlewares (e.g. the ACL middleware). */
   middlewares?: Middleware[];
   namespace?: string;
+  /** The transporter of a namespaced broker. @defaultValue "Fake" */
+  transporter?: string;
   service?: Partial<QueueServiceOptions>;
   /** Enables Moleculer metrics (no reporter) so tests can read the queue's metrics. */
   metrics?: boolean;
@@ -32,7 +34,7 @@ export async function startQueueBroker(nodeID: string, o: ClusterOptions): Promi
   const broker = new ServiceBroker({
     nodeID,
     namespace: o.namespace,
-    transporter: o.namespace ? "Fake" : undefined,
+    transporter: o.namespace ? ((o.transporter ?? "Fake") as BrokerOptions["transporter"]) : undefined,
     logger: process.env.TEST_LOG ? { type: "Console", options: { level: "info" } } : false,
     heartbeatInterval: 1,
     heartbeatTimeout: 3,
@@ -45,6 +47,8 @@ export async function startQueueBroker(nodeID: string, o: ClusterOptions): Promi
       client: o.client,
       codec: o.defaultCodec ? undefined : (o.codec ?? ((): ValueCodec => new PlainCodec())),
       engine: { keyspace: o.keyspace, ...o.engine },
+      // Most tests name the owner in meta; those that test the ACL bring its middleware.
+      trustMeta: o.middlewares === undefined,
       ...o.service,
     }),
   );
