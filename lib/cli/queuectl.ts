@@ -8,7 +8,7 @@
  *   queuectl tasks <serviceId> [--state waiting|delayed|leased|handing-over|dead] [--offset n] [--limit n]
  *   queuectl dead <serviceId> [--limit n] queuectl redrive <serviceId> [--task <taskId> ...]
  *   queuectl purge <serviceId> --yes      queuectl add <serviceId> <json> [--task-id id] [--delay s]
- *   queuectl token --owner <ownerId> --service <serviceId|*> [--ttl seconds]
+ *   queuectl token --owner <ownerId> --service <serviceId|*> [--ttl seconds] [--ops]
  */
 import { parseArgs } from "node:util";
 import { mintAccessToken } from "../http/access-token";
@@ -23,7 +23,7 @@ commands:
   redrive <serviceId>             dead tasks back to the queue [--task <taskId> ...] (all when none)
   purge <serviceId> --yes         remove waiting, delayed and dead tasks
   add <serviceId> <json value>    enqueue a task [--task-id <id>] [--delay <seconds>]
-  token --owner <id> --service <serviceId|*> [--ttl <seconds>]   mint a token (API_JWT_SECRET)
+  token --owner <id> --service <serviceId|*> [--ttl <seconds>] [--ops]   mint a token (API_JWT_SECRET); --ops: operator
 
 environment: QUEUE_API_URL (default http://localhost:3000), QUEUE_API_TOKEN, API_JWT_SECRET`;
 
@@ -118,6 +118,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
         owner: { type: "string" },
         service: { type: "string", multiple: true },
         ttl: { type: "string" },
+        ops: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -147,6 +148,7 @@ async function run(argv: string[], io: CliIo): Promise<void> {
       expiresInSeconds: ttl,
       issuer: io.env.API_JWT_ISSUER || undefined,
       audience: io.env.API_JWT_AUDIENCE || undefined,
+      ops: values.ops === true,
     });
     io.out(token);
     return;
