@@ -9,6 +9,7 @@
  *   npx tsx bench/drain.bench.ts                    # 1, 8 and 32 workers, 3,000 tasks each
  *   BENCH_TASKS=10000 BENCH_WORKERS=32 npx tsx bench/drain.bench.ts
  *   BENCH_DEPTH=1 npx tsx bench/drain.bench.ts      # one batch in flight per queue (default 4)
+ *   BENCH_ACL=trust npx tsx bench/drain.bench.ts    # owner from meta instead of a verified grant
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
  *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
  */
@@ -138,9 +139,16 @@ async function main(): Promise<void> {
     namespace,
     transporter: "Fake",
     logger: false,
-    middlewares: [AclMiddleware({ grants: { secret: grantSecret } })],
+    middlewares: [
+      process.env.BENCH_ACL === "trust"
+        ? AclMiddleware({ trustMeta: true })
+        : AclMiddleware({ grants: { secret: grantSecret } }),
+    ],
   });
-  meta = { grant: await mintAccessToken({ secret: grantSecret, ownerId: "bench-owner", services: "*" }) };
+  meta =
+    process.env.BENCH_ACL === "trust"
+      ? { ownerId: "bench-owner" }
+      : { grant: await mintAccessToken({ secret: grantSecret, ownerId: "bench-owner", services: "*" }) };
   queue.createService(
     createKeysService({
       client: dbClient,
