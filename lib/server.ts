@@ -61,6 +61,13 @@ export async function startQueueNode(
         (built ? `(sign in with a token from \`${tokenHint}\`)` : "(not built: run `npm run build:console`)"),
     );
   }
+  if (options.transporter && !env.TRANSIT_KEY) {
+    log(
+      "Warning: TRANSIT_KEY is not set. Grants authenticate callers, not the nodes that answer: any process that " +
+        "can join the transporter can offer services and receive calls. Set TRANSIT_KEY on every node, or let only " +
+        "trusted clients connect (NATS credentials, TLS).",
+    );
+  }
   log(
     `Ready: node ${broker.nodeID}, transporter ${describeTransporter(options.transporter)}, ` +
       `Cassandra ${env.CASSANDRA_CONTACT_POINTS}.`,
@@ -71,7 +78,8 @@ export async function startQueueNode(
 /** The transporter for the log: where, and whether with credentials and TLS, never a password. */
 export function describeTransporter(transporter: unknown): string {
   if (!transporter) return "none (local only)";
-  if (typeof transporter === "string") return transporter.replace(/\/\/[^@/]*@/, "//***@");
+  // Everything between "//" and the last "@" before the host may be credentials.
+  if (typeof transporter === "string") return transporter.replace(/\/\/[^/]*@/g, "//***@");
   const t = transporter as { type?: string; options?: { servers?: string[]; user?: string; tls?: unknown } };
   const extras = [t.options?.user !== undefined ? "with credentials" : "", t.options?.tls ? "TLS" : ""].filter(Boolean);
   return `${t.type ?? "custom"} ${(t.options?.servers ?? []).join(",")}${extras.length ? ` (${extras.join(", ")})` : ""}`;

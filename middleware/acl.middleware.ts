@@ -92,8 +92,13 @@ export interface AclGuard {
   readonly services: ReadonlySet<string>;
   /** Whether this node can sign its own grants (needed in grant mode for callerless work). */
   readonly canSign: boolean;
-  /** Meta for a call this node makes for `ownerId` of its own accord: with a fresh grant in grant mode. */
-  internalMeta(ownerId: string): Promise<Record<string, unknown>>;
+  /**
+   * Meta for a call this node makes for `ownerId` (a forward, a key lookup, its own work): in grant
+   * mode with a fresh grant of its own, for `services` only (default all the owner's).
+   */
+  internalMeta(ownerId: string, services?: "*" | readonly string[]): Promise<Record<string, unknown>>;
+  /** Signs a grant and verifies it: throws ConfigurationError when this node's signing key does not match. */
+  checkSigning(): Promise<void>;
 }
 
 interface AclMeta {
@@ -138,7 +143,10 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
       : undefined);
   const minted = new Map<string, { meta: Promise<Record<string, unknown>>; until: number }>();
 
-  async function internalMeta(ownerId: string): Promise<Record<string, unknown>> {
+  async function internalMeta(
+    ownerId: string,
+    services: "*" | readonly string[] = "*",
+  ): Promise<Record<string, unknown>> {
     const base = { ownerId, acl: { ownerId } };
     if (mode !== "grant") return base;
     if (signer === undefined) {
@@ -148,15 +156,36 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
       );
     }
     const now = Date.now();
-    const known = minted.get(ownerId);
+    const cacheKey = JSON.stringify([ownerId, services]);
+    const known = minted.get(cacheKey);
     if (known && known.until > now) return known.meta;
     const meta = signer
-      .sign({ ownerId, services: "*", expiresInSeconds: INTERNAL_GRANT_SECONDS })
+      .sign({
+        ownerId,
+        services: services === "*" ? "*" : [...services],
+        expiresInSeconds: INTERNAL_GRANT_SECONDS,
+        issuer: verifierOptions.issuer,
+        audience: verifierOptions.audience,
+      })
       .then(grant => ({ ...base, grant }));
-    minted.set(ownerId, { meta, until: now + (INTERNAL_GRANT_SECONDS * 1000) / 2 });
+    minted.set(cacheKey, { meta, until: now + (INTERNAL_GRANT_SECONDS * 1000) / 2 });
     if (minted.size > 10_000) minted.delete(minted.keys().next().value as string);
-    meta.catch(() => minted.delete(ownerId));
+    meta.catch(() => minted.delete(cacheKey));
     return meta;
+  }
+
+  async function checkSigning(): Promise<void> {
+    if (mode !== "grant" || !verify) return;
+    const meta = await internalMeta("signing-check", []);
+    try {
+      await verify(meta.grant as string);
+    } catch (err) {
+      throw new ConfigurationError(
+        "ACL_GRANT_PRIVATE_KEY",
+        `This node's own grants do not verify here (${(err as Error).message}): the signing key ` +
+          "(ACL_GRANT_SECRET or ACL_GRANT_PRIVATE_KEY) must match the verification key",
+      );
+    }
   }
 
   return {
@@ -165,6 +194,7 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
     services,
     canSign: signer !== undefined,
     internalMeta,
+    checkSigning,
     localAction(next: ActionHandler, action: ActionSchema): ActionHandler {
       if (!isGuarded(action, services)) return next;
       const actionName = action.name ?? "";
@@ -188,7 +218,7 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
           if (typeof token !== "string" || token === "") throw new GrantRequiredError(actionName);
           const grant = await verify(token);
           if (named !== undefined && named !== grant.ownerId) throw new OwnerNotAllowedError();
-          const serviceId = isRecord(ctx.params) ? ctx.params.serviceId : undefined;
+          const serviceId = serviceIdOf(ctx.params);
           if (typeof serviceId === "string" && !grantCovers(grant, serviceId)) {
             throw new ServiceNotAllowedError(serviceId);
           }
@@ -205,7 +235,7 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
           const request: AclDecisionRequest = {
             action: actionName,
             ownerId,
-            params: { serviceId: isRecord(ctx.params) ? ctx.params.serviceId : undefined },
+            params: { serviceId: serviceIdOf(ctx.params) },
           };
           const decision = await ctx.call<unknown, AclDecisionRequest>(aclAction, request, { meta: ctx.meta });
           if (!isAllowed(decision)) throw new AccessDeniedError({ action: actionName, ownerId });
@@ -288,6 +318,13 @@ function isGuarded(action: ActionSchema, services: Set<string>): boolean {
 function ownerOf(meta: AclMeta): string | undefined {
   const owner = (isRecord(meta.acl) ? meta.acl.ownerId : undefined) ?? meta.ownerId;
   return typeof owner === "string" && owner.length > 0 ? owner : undefined;
+}
+
+/** The queue a call is about: `serviceId`, or that of a forwarded request (`shardExec`). */
+function serviceIdOf(params: unknown): unknown {
+  if (!isRecord(params)) return undefined;
+  if (params.serviceId !== undefined) return params.serviceId;
+  return isRecord(params.request) ? params.request.serviceId : undefined;
 }
 
 function isAllowed(decision: unknown): boolean {

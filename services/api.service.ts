@@ -490,7 +490,7 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
           req.$grantToken !== undefined
             ? { ownerId, acl: { ownerId }, grant: req.$grantToken }
             : guard
-              ? await guard.internalMeta(ownerId)
+              ? await guard.internalMeta(ownerId, req.$grant!.services)
               : { ownerId, acl: { ownerId } };
         try {
           return await req.$ctx.call(action, params, {

@@ -107,6 +107,30 @@ export function jsonDepthOver(value: unknown, limit: number): boolean {
   return false;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * A forwarded request passed the entry node's validation, but the sender is only as honest as the
+ * bus: the fields that name the queue or bound the work are checked again.
+ */
+function checkForwarded(request: WireRequest, maxTtrSeconds: number): void {
+  const bad = (field: string, message: string) => new InvalidParameterError(`request.${field}`, message);
+  if (typeof request.ownerId !== "string" || request.ownerId === "") throw bad("ownerId", "ownerId must be a string");
+  if (typeof request.serviceId !== "string" || !UUID.test(request.serviceId)) {
+    throw bad("serviceId", "serviceId must be a uuid");
+  }
+  const within = (field: string, max: number) => {
+    const v = request[field];
+    if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0 || v > max)) {
+      throw bad(field, `${field} must be a number from 0 to ${max}`);
+    }
+  };
+  within("waitMs", MAX_WAIT_SECONDS * 1000);
+  within("timeToRecoverMs", maxTtrSeconds * 1000);
+  within("limit", 10_000);
+  within("offset", 1_000_000_000);
+}
+
 /** Size and depth of a JSON value: typed errors naming the field, before anything serializes it. */
 function checkSize(field: string, value: unknown, limit: number, depthLimit: number): void {
   if (value === undefined) return;
@@ -125,8 +149,8 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
   let engine: QueueEngine;
   let guard: AclGuard | undefined;
   /** Meta for calls this node makes for an owner of its own accord (with a grant of its own in grant mode). */
-  const internalMeta = async (ownerId: string): Promise<Record<string, unknown>> =>
-    guard ? guard.internalMeta(ownerId) : { ownerId, acl: { ownerId } };
+  const internalMeta = async (ownerId: string, services?: readonly string[]): Promise<Record<string, unknown>> =>
+    guard ? guard.internalMeta(ownerId, services) : { ownerId, acl: { ownerId } };
   let ownClient: Client | undefined;
   let metricsTimer: NodeJS.Timeout | undefined;
 
@@ -378,6 +402,7 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         params: { request: { type: "object" } },
         async handler(ctx: QueueContext<{ request: WireRequest }>) {
           const request = ctx.params.request;
+          checkForwarded(request, maxTtr);
           const queue = `${String(request.ownerId)}/${String(request.serviceId)}`;
           const callerIsQueueNode = await this.isQueueNode(ctx.nodeID ?? this.broker.nodeID);
           if (callerIsQueueNode === "no") {
@@ -397,9 +422,12 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
     events: {
       /** Another queue node is alive (and owns this many queues), or leaves. */
       [`${name}.node.beat`](ctx: Context<Beat>) {
-        if (ctx.nodeID !== this.broker.nodeID) engine?.beatReceived(ctx.params);
+        // A beat speaks only for its sender: one naming another node is a forgery.
+        if (ctx.nodeID !== this.broker.nodeID && ctx.params?.nodeId === ctx.nodeID) engine?.beatReceived(ctx.params);
       },
       "$node.disconnected"(ctx: Context<{ node: { id: string } }>) {
+        // Only this broker's own registry event: a remote node may broadcast a forged one.
+        if (ctx.nodeID !== undefined && ctx.nodeID !== this.broker.nodeID) return;
         engine?.nodeDisconnected(ctx.params.node.id);
       },
     },
@@ -493,6 +521,7 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
             "ACL_GRANT_PRIVATE_KEY too, or use ACL_GRANT_SECRET",
         );
       }
+      await guard?.checkSigning();
       const client = options.client ?? (ownClient = await connectCassandra(cassandraConfigFromEnv()));
       const codec = options.codec
         ? options.codec(broker)
@@ -506,15 +535,12 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           );
       const cluster: Cluster = {
         nodeId: broker.nodeID,
-        forward: (nodeID, request, caller, timeout) => {
-          const ctx = caller as QueueContext<unknown> | undefined;
-          // A call the engine makes of its own accord (adopting an orphaned queue) has no caller.
-          if (!ctx?.call) {
-            return internalMeta(String(request.ownerId)).then(meta =>
-              broker.call(`${name}.shardExec`, { request }, { nodeID, timeout, meta }),
-            );
-          }
-          return ctx.call(`${name}.shardExec`, { request }, { nodeID, meta: ctx.meta, timeout });
+        forward: async (nodeID, request, _caller, timeout) => {
+          // Never the caller's own token: the node answering a forward is not authenticated by the
+          // grant (only TRANSIT_KEY or the transporter's credentials keep impostors off the bus), so
+          // it gets a one-minute grant of this node for this one queue.
+          const meta = await internalMeta(String(request.ownerId), [String(request.serviceId)]);
+          return broker.call(`${name}.shardExec`, { request }, { nodeID, timeout, meta });
         },
         beat: (beat: Beat) => void broker.broadcast(`${name}.node.beat`, beat, { groups: [name] }),
         queueNodes: () =>
@@ -523,11 +549,12 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
             .map(s => s.nodeID),
         isNodeAvailable: id => broker.registry.nodes.get(id)?.available === true,
         completeWorkflow: async ({ ownerId, token, result, error, meta, taskId }) => {
-          // The worker's grant was not kept with the outcome (it may have expired since): a fresh one.
+          // The worker's grant was not kept with the outcome, and none goes to the activity service:
+          // whoever provides it must not gain access to the owner's queues or keys.
           await broker.call(
             `${activity}.completed`,
             { token, result, error },
-            { meta: { ...(meta as object), ...(await internalMeta(ownerId)), queueTaskId: taskId } },
+            { meta: { ...(meta as object), ownerId, acl: { ownerId }, queueTaskId: taskId } },
           );
         },
         publish: event => this.publish(event),

@@ -303,6 +303,27 @@ describe("AclMiddleware in grant mode", () => {
     expect(await verify(token)).toEqual({ ownerId: "owner-r", services: ["s"] });
   });
 
+  it("signs its own grants with the configured issuer and audience, scoped when asked; a mismatched key is caught", async () => {
+    const guard = AclMiddleware({ grants: { secret, issuer: "queue-iss", audience: "queue-aud" } });
+    await expect(guard.checkSigning()).resolves.toBeUndefined();
+    const scoped = await guard.internalMeta("owner-s", ["only-this"]);
+    const verify = createJwtVerifier({ secret, issuer: "queue-iss", audience: "queue-aud" });
+    expect(await verify(scoped.grant as string)).toEqual({ ownerId: "owner-s", services: ["only-this"] });
+    const { generateKeyPairSync } = await import("node:crypto");
+    const pem = (k: import("node:crypto").KeyObject, type: "pkcs8" | "spki") =>
+      k.export({ type, format: "pem" }) as string;
+    const mine = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const other = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const mismatched = AclMiddleware({
+      env: { ACL_GRANT_PUBLIC_KEY: pem(mine.publicKey, "spki"), ACL_GRANT_PRIVATE_KEY: pem(other.privateKey, "pkcs8") },
+    });
+    await expect(mismatched.checkSigning()).rejects.toMatchObject({ type: "CONFIGURATION_ERROR" });
+    const matched = AclMiddleware({
+      env: { ACL_GRANT_PUBLIC_KEY: pem(mine.publicKey, "spki"), ACL_GRANT_PRIVATE_KEY: pem(mine.privateKey, "pkcs8") },
+    });
+    await expect(matched.checkSigning()).resolves.toBeUndefined();
+  });
+
   it("will not start without a way to verify grants, unless told to trust meta or ask an ACL action", () => {
     expect(() => AclMiddleware({ env: {} })).toThrow(expect.objectContaining({ type: "CONFIGURATION_ERROR" }));
     expect(AclMiddleware({ env: { ACL_TRUST_META: "true" } }).mode).toBe("trust");

@@ -335,7 +335,11 @@ test("the internal forwarding action cannot be used to reach another owner's que
   const serviceId = randomUUID();
   const victim = { meta: { ownerId: `victim-${suffix}` } };
   await q1.call("worker.queue.add", { serviceId, value: "victim's" }, victim);
-  const purge = { request: { op: "purge", queue: `victim-${suffix}/${serviceId}` } };
+  const purge = { request: { op: "purge", ownerId: `victim-${suffix}`, serviceId } };
+  // A request that does not name a queue properly is refused before anything else.
+  await expect(
+    q1.call("worker.queue.shardExec", { request: { op: "purge", queue: `victim-${suffix}/${serviceId}` } }, victim),
+  ).rejects.toMatchObject({ type: "INVALID_PARAMETER" });
   // Another owner, from a queue node.
   await expect(q1.call("worker.queue.shardExec", purge, { meta: { ownerId: MALLORY } })).rejects.toMatchObject({
     type: "ACCESS_DENIED",

@@ -437,12 +437,12 @@ test("a keys service with another master key gives a clear error, never garbage;
   // Opening needs the key by id: it does not unwrap, and the error says so.
   const fetchErr = await rejection(call(q2, "fetchTask", { serviceId, workerId: "w" }, owner));
   expect(fetchErr).toMatchObject({ type: "KEYS_UNAVAILABLE", retryable: true, data: { ownerId: owner } });
-  expect(fetchErr.message).toMatch(/does not unwrap with this master key/);
+  expect(fetchErr.message).toMatch(/does not unwrap with the configured master keys/);
   expect(JSON.stringify({ message: fetchErr.message, data: fetchErr.data })).not.toContain(value.secret);
   // Sealing needs the current key: the same.
   const addErr = await rejection(call(q2, "add", { serviceId, taskId: "u", value: "never stored" }, owner));
   expect(addErr).toMatchObject({ type: "KEYS_UNAVAILABLE", retryable: true });
-  expect(addErr.message).toMatch(/does not unwrap with this master key/);
+  expect(addErr.message).toMatch(/does not unwrap with the configured master keys/);
 
   // The ordinary keys service back: the same worker gets the same task, intact; the failed add left nothing.
   await stopKeys();

@@ -348,3 +348,30 @@ test("a NATS tap sees no result, error or progress in a forward between the queu
   const toEntry = packets.slice(from).filter(p => p.subject === `MOL-${namespace}.REQ.${entry.nodeID}`);
   expect(toEntry.some(p => p.data.includes(result))).toBe(true);
 }, 60_000);
+
+test("forged beats and node events from another node change nothing: q1 stays alive for q2", async () => {
+  const alive = () =>
+    (
+      q2.getLocalService("worker.queue") as unknown as { engine: { membership: { isAlive(id: string): boolean } } }
+    ).engine.membership.isAlive(q1.nodeID);
+  expect(alive()).toBe(true);
+  // A beat that claims to come from q1 saying it leaves, and a remote "$node.disconnected" about q1.
+  await intruder.broadcast("worker.queue.node.beat", { nodeId: q1.nodeID, owned: 0, leaving: true });
+  await intruder.broadcast("$node.disconnected", { node: { id: q1.nodeID } });
+  // Packets from one connection arrive in order: once q2 answered this call, it had both events.
+  await intruder.call("worker.queue.health", {}, { nodeID: q2.nodeID });
+  expect(alive()).toBe(true);
+});
+
+test("a forwarded request must name its queue properly, whoever sent it", async () => {
+  const g = await grant(A);
+  for (const request of [
+    { op: "stats", ownerId: A, serviceId: `x/${randomUUID()}` },
+    { op: "fetch", ownerId: A, serviceId: randomUUID(), worker: "w", timeToRecoverMs: 1000, waitMs: 10 ** 9 },
+  ]) {
+    const err = await rejection(
+      intruder.call("worker.queue.shardExec", { request }, { meta: { grant: g }, nodeID: q1.nodeID }),
+    );
+    expect(err).toMatchObject({ type: "INVALID_PARAMETER", code: 422 });
+  }
+});
