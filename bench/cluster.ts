@@ -10,11 +10,14 @@ import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ServiceBroker } from "moleculer";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
+import { mintAccessToken } from "../lib/http/access-token";
 
 const ROOT = resolve(__dirname, "..");
 export const NATS = process.env.TRANSPORTER ?? "nats://127.0.0.1:4222";
 export const OWNER = "bench-owner";
-export const meta = { ownerId: OWNER };
+/** Every node verifies grants with this secret; `clientBroker` puts a grant for OWNER into `meta`. */
+export const GRANT_SECRET = randomBytes(32).toString("base64");
+export const meta: { ownerId: string; grant?: string } = { ownerId: OWNER };
 
 export interface NodeOptions {
   namespace: string;
@@ -43,6 +46,7 @@ export class StandaloneNode {
         QUEUE_KEYSPACE: o.keyspace,
         LOGLEVEL: "warn",
         PORT: String(o.port),
+        ACL_GRANT_SECRET: GRANT_SECRET,
         ...o.env,
       },
       stdio: ["ignore", "pipe", "pipe"],
@@ -108,6 +112,12 @@ export async function clientBroker(namespace: string, nodeId = `bench-client-${p
     heartbeatInterval: 1,
     heartbeatTimeout: 3,
     requestTimeout: 15_000,
+  });
+  meta.grant ??= await mintAccessToken({
+    secret: GRANT_SECRET,
+    ownerId: OWNER,
+    services: "*",
+    expiresInSeconds: 7 * 86_400,
   });
   await broker.start();
   return broker;

@@ -20,6 +20,7 @@ import {
   StandaloneNode,
   value256,
   waitForQueueNodes,
+  meta,
 } from "./cluster";
 
 const how = process.argv[2] === "pause" ? "pause" : "kill";
@@ -65,7 +66,7 @@ async function main(): Promise<void> {
     const alive = () => (victimDown ? survivors : nodes.map(n => n.o.nodeId));
     let victimDown = false;
     const once = (action: string, params: object, nodeID: string) =>
-      broker.call(action, params, { meta: { ownerId: "bench-owner" }, nodeID, timeout: CALL_TIMEOUT_MS });
+      broker.call(action, params, { meta, nodeID, timeout: CALL_TIMEOUT_MS });
     const work = queues.flatMap((serviceId, qi) => [
       (async () => {
         let n = 0;

@@ -11,7 +11,7 @@
 import { randomUUID } from "node:crypto";
 import { startLocalCluster } from "../scripts/cassandra-launcher";
 import { History } from "../test/helpers/history";
-import { call, clientBroker, freshNames, sleep, StandaloneNode, value256, waitForQueueNodes } from "./cluster";
+import { call, clientBroker, freshNames, sleep, StandaloneNode, value256, waitForQueueNodes, meta } from "./cluster";
 
 const TASKS = Number(process.env.FAULT_TASKS ?? 10_000);
 const WORKERS = 16;
@@ -55,11 +55,7 @@ async function main(): Promise<void> {
             const taskId = `f-${n}`;
             for (;;) {
               try {
-                await broker.call(
-                  "worker.queue.add",
-                  { serviceId, value: value256(n), taskId },
-                  { meta: { ownerId: "bench-owner" } },
-                );
+                await broker.call("worker.queue.add", { serviceId, value: value256(n), taskId }, { meta });
                 break;
               } catch (err) {
                 count(err);
@@ -79,7 +75,7 @@ async function main(): Promise<void> {
           const task = await broker.call<{ taskId: string; attempt: number; leaseUntil: number } | null, object>(
             "worker.queue.fetchTask",
             { serviceId, workerId, timeToRecover: TTR },
-            { meta: { ownerId: "bench-owner" } },
+            { meta },
           );
           if (!task) {
             await sleep(20);
@@ -89,7 +85,7 @@ async function main(): Promise<void> {
           const res = await broker.call<{ ok: boolean }, object>(
             "worker.queue.ackTask",
             { serviceId, workerId, taskId: task.taskId },
-            { meta: { ownerId: "bench-owner" } },
+            { meta },
           );
           if (res.ok) {
             history.ack(task.taskId, workerId);
