@@ -324,6 +324,18 @@ describe("targeted cases", () => {
     expect(await q.state.fetch("w", 60_000)).toBeNull();
   });
 
+  test("more concurrent fetches than the window holds all get a task while the backlog has more", async () => {
+    const q = memoryQueue({ windowMax: 4 });
+    for (let i = 0; i < 40; i++) await add(q, `t${i}`);
+    // 20 workers at once, the window holding at most 4: a fetch that loses the race for a page
+    // must wait for the next one, not answer "empty" (a worker without a long poll would stop).
+    const got = await Promise.all(Array.from({ length: 20 }, (_, w) => q.state.fetch(`w${w}`, 60_000)));
+    expect(got.filter(d => d === null)).toHaveLength(0);
+    expect(new Set(got.map(d => valueOf(d).taskId)).size).toBe(20);
+    const rest = await Promise.all(Array.from({ length: 30 }, (_, w) => q.state.fetch(`v${w}`, 60_000)));
+    expect(rest.filter(d => d !== null)).toHaveLength(20);
+  });
+
   test("a task cancelled far ahead of the window is never delivered, before and after a takeover", async () => {
     const q = memoryQueue({ windowMax: 2 });
     for (let i = 0; i < 20; i++) await add(q, `t${i}`);

@@ -460,13 +460,20 @@ export class Backlog {
       });
   }
 
-  /** Resolves when the window holds a task, or nothing more can be read now. */
-  async ensure(): Promise<void> {
+  /**
+   * Resolves when the window holds a task, or nothing more can be read now; false when it returned
+   * without reading anything (nothing could be read), true when it read (others may have taken
+   * what it read by the time the caller looks).
+   */
+  async ensure(): Promise<boolean> {
+    let read = false;
     for (let i = 0; i < 1000 && this.windowSize === 0; i++) {
       this.fill();
-      if (!this.reading) return;
+      if (!this.reading) return read;
       await this.reading;
+      read = true;
     }
+    return true;
   }
 
   private async readPage(): Promise<void> {

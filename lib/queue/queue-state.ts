@@ -386,14 +386,18 @@ export class QueueState {
       return still ? this.delivery(held, body) : this.fetch(worker, timeToRecoverMs, waitMs);
     }
     let next = this.claimNext(worker, timeToRecoverMs, now);
-    if (!next && this.backlog.count > this.backlog.windowSize) {
-      // The window ran dry but the backlog has more: read the next page, then look again.
-      this.backlog.demand(now);
-      await this.backlog.ensure();
+    // The window ran dry but the backlog has more: read the next page, then look again. Other
+    // fetches waiting for the same page may take all of it first; then wait for the next one, so
+    // that "nothing" always means nothing ready, never "not read yet".
+    while (!next && this.backlog.count > this.backlog.windowSize) {
+      this.backlog.demand(Date.now());
+      const read = await this.backlog.ensure();
       if (this.closed) return null;
       if (this.inflightLease.has(worker) || this.byWorker.has(worker))
         return this.fetch(worker, timeToRecoverMs, waitMs);
       next = this.claimNext(worker, timeToRecoverMs, Date.now());
+      // Nothing more could be read now: nothing is ready for this worker.
+      if (!read) break;
     }
     if (next) return next;
     if (waitMs <= 0 || this.closed) return null;
