@@ -10,12 +10,15 @@
  *   BENCH_TASKS=10000 BENCH_WORKERS=32 npx tsx bench/drain.bench.ts
  *   BENCH_DEPTH=1 npx tsx bench/drain.bench.ts      # one batch in flight per queue (default 4)
  *   BENCH_ACL=trust npx tsx bench/drain.bench.ts    # owner from meta instead of a verified grant
+ *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
+ *                                                    # (<dir>/drain-<workers>.cpuprofile; the fill is not in it)
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
  *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import os from "node:os";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
@@ -30,6 +33,8 @@ const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
 const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
 /** The commit pipeline's depth (batches of the queue in flight); the engine's default when unset. */
 const DEPTH = process.env.BENCH_DEPTH ? Number(process.env.BENCH_DEPTH) : undefined;
+/** Where to write a CPU profile of each measured drain (none when unset). */
+const PROFILE = process.env.BENCH_PROFILE;
 /** Nodes of a local Cassandra cluster to start (127.0.0.2...) with replication factor as many; 0: one node. */
 const CLUSTER = Number(process.env.BENCH_CLUSTER ?? 0);
 /** Callers carry a signed grant, as on a real network (the ACL middleware verifies it, cached). */
@@ -185,9 +190,21 @@ async function main(): Promise<void> {
       const cpu0 = process.cpuUsage();
       const jvmCpu = () => (cpid ?? []).reduce((sum, pid) => sum + processCpu(pid), 0);
       const c0 = jvmCpu();
+      const session = PROFILE ? new Session() : undefined;
+      if (session) {
+        session.connect();
+        await session.post("Profiler.enable");
+        await session.post("Profiler.start");
+      }
       const t0 = performance.now();
       const done = await drain(callers, serviceId, workers);
       const secs = (performance.now() - t0) / 1000;
+      if (session && PROFILE) {
+        const { profile } = await session.post("Profiler.stop");
+        mkdirSync(PROFILE, { recursive: true });
+        writeFileSync(`${PROFILE}/drain-${workers}.cpuprofile`, JSON.stringify(profile));
+        session.disconnect();
+      }
       const cpu = process.cpuUsage(cpu0);
       const cassandraCpu = cpid ? jvmCpu() - c0 : NaN;
       const perTask = (x: number) => (x / done).toFixed(2);

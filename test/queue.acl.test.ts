@@ -16,6 +16,7 @@ import { AclMiddleware, type AclDecisionRequest } from "../middleware/acl.middle
 import { createKeysService } from "../services/keys.service";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
 import { startQueueBroker, waitFor } from "./helpers/queue-cluster";
+import { logRows } from "./helpers/log-rows";
 
 const keyspace = uniqueKeyspace("queue_acl");
 const namespace = `acl-${randomUUID().slice(0, 8)}`;
@@ -271,11 +272,9 @@ test("owner A can never add to, fetch from, ack, update, release, cancel, inspec
   expect(await storedQueues(serviceId)).toEqual([`${A}/${serviceId}`, `${B}/${serviceId}`].sort());
   const keyOf = async (owner: string) =>
     (await keysNode.call<{ id: string }, object>("keys.getOek", { service: "worker.queue" }, { meta: as(owner) })).id;
-  const rows = await client.execute(`SELECT queue, key_id FROM ${keyspace}.queue_log`, [], { fetchSize: 100_000 });
+  const rows = await logRows(client, keyspace);
   const keyIds = (owner: string) =>
-    new Set(
-      rows.rows.filter(r => r.get("queue") === `${owner}/${serviceId}` && r.get("key_id")).map(r => r.get("key_id")),
-    );
+    new Set(rows.filter(r => r.queue === `${owner}/${serviceId}` && r.get("key_id")).map(r => r.get("key_id")));
   expect([...keyIds(A)]).toEqual([await keyOf(A)]);
   expect([...keyIds(B)]).toEqual([await keyOf(B)]);
   expect(await keyOf(A)).not.toBe(await keyOf(B));

@@ -18,6 +18,8 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
 import { defaultEngineOptions } from "../lib/queue/options";
+import { decodeEvent } from "../lib/queue/event-codec";
+import type { EventKind } from "../lib/queue/task";
 import { migrateSchema } from "../lib/queue/schema";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
 import { History } from "./helpers/history";
@@ -107,14 +109,16 @@ async function taskEvents(queue: string, taskIds: string[]): Promise<string[]> {
   const out: string[] = [];
   for (const part of mine) {
     const rs = await client.execute(
-      `SELECT * FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`,
+      `SELECT pos, kind, ev FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`,
       [queue, part.range, part.bucket],
       { prepare: true, fetchSize: 5000 },
     );
     for (const row of rs.rows) {
-      if (row["task_id"] === null || !wanted.has(row["task_id"] as string)) continue;
-      const fields = Object.entries(row)
-        .filter(([k, v]) => v !== null && !["queue", "value", "wf_token", "result", "key_id", "sealed"].includes(k))
+      if (row["kind"] === null) continue;
+      const e = decodeEvent(row["kind"] as EventKind, row["ev"] as Buffer, row["pos"] as number);
+      if (!wanted.has(e.taskId)) continue;
+      const fields = Object.entries(e)
+        .filter(([k, v]) => v !== undefined && !["value", "token", "result", "progress", "error"].includes(k))
         .map(([k, v]) => `${k}=${String(v)}`);
       out.push(`[${part.range}/${part.bucket}] ${fields.join(" ")}`);
     }

@@ -14,6 +14,7 @@ import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
 import { AclMiddleware } from "../middleware/acl.middleware";
 import { createKeysService, type GetOekResult, type KeysServiceOptions } from "../services/keys.service";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
+import { logRows as storedLogRows, rewriteEvent, type LogRow } from "./helpers/log-rows";
 import { startQueueBroker, waitFor } from "./helpers/queue-cluster";
 
 const keyspace = uniqueKeyspace("queue_encryption");
@@ -136,8 +137,8 @@ async function scan(table: string): Promise<types.Row[]> {
   return out;
 }
 
-async function logRows(queue: string): Promise<types.Row[]> {
-  return (await scan("queue_log")).filter(r => r.get("queue") === queue && r.get("kind") !== null);
+async function logRows(queue: string): Promise<LogRow[]> {
+  return storedLogRows(client, keyspace, queue);
 }
 
 /**
@@ -185,16 +186,19 @@ async function restartAfter(broker: ServiceBroker, tamper: () => Promise<void>):
   return startQueue();
 }
 
-async function setColumn(row: types.Row, column: "value" | "key_id", value: unknown): Promise<void> {
-  await client.execute(
-    `UPDATE ${keyspace}.queue_log SET ${column} = ? WHERE queue = ? AND range_id = ? AND bucket = ? AND pos = ?`,
-    [value, row.get("queue"), row.get("range_id"), row.get("bucket"), row.get("pos")],
-    { prepare: true },
-  );
+/** Replaces the stored value's ciphertext or key id in one event (tampering at rest). */
+async function setColumn(row: LogRow, column: "value" | "key_id", value: unknown): Promise<void> {
+  await rewriteEvent(client, keyspace, row, e => {
+    const sealed = e.value!;
+    return {
+      ...e,
+      value: column === "value" ? { ...sealed, blob: value as Buffer } : { ...sealed, keyId: value as string },
+    };
+  });
 }
 
 /** The one row holding the task's value (the add event: the queue was never taken over since). */
-async function valueRow(queue: string, taskId: string): Promise<types.Row> {
+async function valueRow(queue: string, taskId: string): Promise<LogRow> {
   const rows = (await logRows(queue)).filter(r => r.get("task_id") === taskId && r.get("value") !== null);
   expect(rows).toHaveLength(1);
   return rows[0]!;

@@ -110,6 +110,46 @@ test("a partition's end, once recorded, hides the rows after it from every reade
   expect(raw.rows.map(r => r["pos"] as number)).toEqual([0, 1, 2, 3, 4]);
 });
 
+test("rows written before version 2.2 (one column per field) are read beside compact ones", async () => {
+  const store = new QueueStore(client, keyspace, 3600);
+  const queue = `pipe/${randomUUID()}`;
+  const ref: BucketRef = { range: 1, bucket: 0 };
+  expect(await store.createBucket(queue, ref)).toBe(true);
+  const expiresAt = Date.now() + 3_600_000;
+  // What version 2.1 wrote for an add and a lease, with the batch's marker.
+  const legacy = `INSERT INTO ${keyspace}.queue_log (queue, range_id, bucket, pos, kind, task_id, seq, key_id, value,
+                  attempt, worker, lease_until, expires_at, src, flags) VALUES (?, 1, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+  await client.execute(
+    legacy,
+    [queue, 0, EventKind.Add, "old", 1, "k", Buffer.from("v"), null, null, null, expiresAt, null, 2],
+    { prepare: true },
+  );
+  await client.execute(
+    legacy,
+    [queue, 1, EventKind.Lease, "old", null, null, null, 1, "w", expiresAt - 1, expiresAt, position(1, 0, 0), 8],
+    { prepare: true },
+  );
+  await client.execute(
+    `INSERT INTO ${keyspace}.queue_log (queue, range_id, bucket, pos, batch_end) VALUES (?, 1, 0, ?, 2)`,
+    [queue, MARKER_BASE],
+    { prepare: true },
+  );
+  // This version goes on in the same partition.
+  await store.appendEvents(queue, ref, 2, [event(2)]);
+
+  const add = { kind: EventKind.Add, taskId: "old", seq: 1, value: { keyId: "k", blob: Buffer.from("v") }, expiresAt };
+  const lease = { kind: EventKind.Lease, taskId: "old", attempt: 1, worker: "w", leaseUntil: expiresAt - 1, expiresAt };
+  const tail = await store.readTail(queue, ref, 0);
+  expect(tail.events).toMatchObject([add, { ...lease, src: position(1, 0, 0), flags: 8 }, { taskId: "t2", seq: 2 }]);
+  expect(tail.spans.sort((a, b) => a[0] - b[0])).toEqual([
+    [0, 2],
+    [2, 3],
+  ]);
+  expect((await store.readBucket(queue, ref, 0, 10)).events.map(e => e.taskId)).toEqual(["old", "old", "t2"]);
+  expect(await store.readEvent(queue, position(1, 0, 0))).toMatchObject(add);
+  expect(await store.readEvent(queue, position(1, 0, 2))).toMatchObject({ taskId: "t2", value: event(2).value });
+});
+
 test("a partition whose fence flag expired is sealed all the same", async () => {
   const store = new QueueStore(client, keyspace, 3600);
   const queue = `pipe/${randomUUID()}`;

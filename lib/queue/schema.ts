@@ -99,6 +99,11 @@ const migrations: Migration[] = [
       `ALTER TABLE queue_log WITH read_repair = 'BLOCKING'`,
     ],
   },
+  {
+    id: 5,
+    name: "one cell per event: the event's fields in one blob",
+    statements: () => [`ALTER TABLE queue_log ADD ev blob`],
+  },
 ];
 
 const identifier = /^[a-z][a-z0-9_]{0,47}$/;

@@ -5,6 +5,7 @@
 import { types, type Client } from "cassandra-driver";
 import type { Sealed } from "../codec";
 import { OwnershipLostError } from "../errors";
+import { decodeEvent, encodeEvent } from "./event-codec";
 import {
   position,
   splitPosition,
@@ -80,10 +81,6 @@ function long(n: number): types.Long {
   return types.Long.fromNumber(n);
 }
 
-function optLong(n: number | undefined): types.Long | undefined {
-  return n === undefined ? undefined : long(n);
-}
-
 function num(v: unknown): number | undefined {
   if (v === null || v === undefined) return undefined;
   if (v instanceof types.Long) return v.toNumber();
@@ -139,8 +136,11 @@ export function ttlUntil(expiresAt: number, now = Date.now()): number {
   return Math.max(1, Math.ceil((expiresAt - now) / 1000));
 }
 
-/** The columns of an event row, in the order appendEvents binds them (after queue, range_id, bucket, pos). */
-const EVENT_COLUMNS = [
+/**
+ * The columns of an event row written before version 2.2, one per field: rows of this version
+ * keep every field in `ev` (lib/queue/event-codec.ts), and older rows are still read.
+ */
+const LEGACY_EVENT_COLUMNS = [
   "kind",
   "task_id",
   "seq",
@@ -173,42 +173,18 @@ const EVENT_COLUMNS = [
   "flags",
 ];
 
-function eventParams(e: LogEvent): unknown[] {
-  return [
-    e.kind,
-    e.taskId,
-    optLong(e.seq),
-    e.clientId,
-    e.value?.keyId,
-    e.value?.blob,
-    e.token?.keyId,
-    e.token?.blob,
-    e.attempt,
-    e.maxAttempts,
-    e.state,
-    optLong(e.notBefore),
-    e.worker,
-    optLong(e.leaseUntil),
-    e.ttrMs,
-    optLong(e.leaseStart),
-    long(e.expiresAt),
-    e.progress?.keyId,
-    e.progress?.blob,
-    e.error?.keyId,
-    e.error?.blob,
-    e.reason,
-    e.cancelled,
-    e.result?.keyId,
-    e.result?.blob,
-    optLong(e.src),
-    optLong(e.ref),
-    e.refPart,
-    optLong(e.refTime),
-    e.flags,
-  ];
+/** What an event read selects: the compact columns, or (for a partition with older rows) every one. */
+const EVENT_COLUMNS = "kind, ev";
+const ALL_EVENT_COLUMNS = `ev, ${LEGACY_EVENT_COLUMNS.join(", ")}`;
+
+/** An event row written before version 2.2, read without its per-field columns. */
+function isLegacyRow(row: types.Row): boolean {
+  return row["kind"] !== null && row["kind"] !== undefined && !Buffer.isBuffer(row["ev"]);
 }
 
 function eventOf(row: types.Row, at: number): StoredEvent {
+  const ev = row["ev"];
+  if (Buffer.isBuffer(ev)) return decodeEvent(row["kind"] as EventKind, ev, at);
   return {
     at,
     kind: row["kind"] as EventKind,
@@ -479,13 +455,12 @@ export class QueueStore {
   async appendEvents(queue: string, ref: BucketRef, firstPos: number, events: LogEvent[]): Promise<void> {
     const now = Date.now();
     const range = long(ref.range);
-    const insert = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, ${EVENT_COLUMNS.join(", ")})
-                    VALUES (?, ?, ?, ?, ${EVENT_COLUMNS.map(() => "?").join(", ")}) USING TTL ?`;
+    const insert = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, kind, ev) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?`;
     let longest = this.retentionSeconds;
     const queries = events.map((e, i) => {
       const ttl = ttlUntil(e.expiresAt, now);
       longest = Math.max(longest, ttl);
-      return { query: insert, params: [queue, range, ref.bucket, firstPos + i, ...eventParams(e), ttl] };
+      return { query: insert, params: [queue, range, ref.bucket, firstPos + i, e.kind, encodeEvent(e), ttl] };
     });
     queries.push({
       query: `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, batch_end) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
@@ -505,6 +480,7 @@ export class QueueStore {
     queue: string,
     ref: BucketRef,
     fromPos: number,
+    columns = EVENT_COLUMNS,
   ): Promise<{ events: StoredEvent[]; spans: [number, number][]; end: number | null; onePage: boolean }> {
     const events: StoredEvent[] = [];
     const spans: [number, number][] = [];
@@ -513,12 +489,15 @@ export class QueueStore {
     let pages = 0;
     do {
       const rs = await this.client.execute(
-        `SELECT pos, end_pos, batch_end, ${EVENT_COLUMNS.join(", ")} FROM ${this.ks}.queue_log
+        `SELECT pos, end_pos, batch_end, ${columns} FROM ${this.ks}.queue_log
          WHERE queue = ? AND range_id = ? AND bucket = ? AND pos >= ?`,
         [queue, long(ref.range), ref.bucket, fromPos],
         { ...this.read, fetchSize: TAIL_PAGE_ROWS, pageState },
       );
       pages++;
+      // A partition written before version 2.2: read it again with every column.
+      if (columns === EVENT_COLUMNS && rs.rows.some(isLegacyRow))
+        return this.readTail(queue, ref, fromPos, ALL_EVENT_COLUMNS);
       for (const row of rs.rows) {
         if (typeof row["end_pos"] === "number") end = row["end_pos"];
         const pos = row["pos"] as number | null;
@@ -576,8 +555,9 @@ export class QueueStore {
     fromPos: number,
     limit: number,
     beforePos?: number,
+    columns = EVENT_COLUMNS,
   ): Promise<{ events: StoredEvent[]; done: boolean }> {
-    const cols = `pos, end_pos, ${EVENT_COLUMNS.join(", ")}`;
+    const cols = `pos, end_pos, ${columns}`;
     const where = `queue = ? AND range_id = ? AND bucket = ? AND pos >= ? AND pos < ?`;
     // Batch markers sit above every event position.
     const params: unknown[] = [
@@ -600,6 +580,8 @@ export class QueueStore {
           pageState,
         },
       );
+      if (columns === EVENT_COLUMNS && rs.rows.some(isLegacyRow))
+        return this.readBucket(queue, ref, fromPos, limit, beforePos, ALL_EVENT_COLUMNS);
       for (const row of rs.rows) {
         seen++;
         const end = row["end_pos"] as number | null;
@@ -625,15 +607,16 @@ export class QueueStore {
   }
 
   /** One event by its position (a task's source, an ack's outcome, a release's error). */
-  async readEvent(queue: string, at: number): Promise<StoredEvent | null> {
+  async readEvent(queue: string, at: number, columns = EVENT_COLUMNS): Promise<StoredEvent | null> {
     const { range, bucket, pos } = splitPosition(at);
     const rs = await this.client.execute(
-      `SELECT pos, end_pos, ${EVENT_COLUMNS.join(", ")} FROM ${this.ks}.queue_log
+      `SELECT pos, end_pos, ${columns} FROM ${this.ks}.queue_log
        WHERE queue = ? AND range_id = ? AND bucket = ? AND pos = ?`,
       [queue, long(range), bucket, pos],
       this.read,
     );
     const row = rs.first();
+    if (row && columns === EVENT_COLUMNS && isLegacyRow(row)) return this.readEvent(queue, at, ALL_EVENT_COLUMNS);
     if (!row || row["kind"] === null) return null;
     const end = row["end_pos"] as number | null;
     if (end !== null && end !== undefined && pos >= end) return null;

@@ -1,0 +1,147 @@
+/**
+ * The compact form of a log event: every field but the kind in one blob (`queue_log.ev`), so an
+ * event row is three cells (pos, kind, ev) instead of up to thirty. Cassandra's cost of a row grows
+ * with its cells, and so does the driver's cost of binding it (docs/benchmarks.md, "One cell per
+ * event"). The format is ours and versioned by its first byte; decoding never evaluates anything,
+ * and a blob that does not parse is an error, never a partial event.
+ *
+ * Layout: [format = 1] then, for each field present, a tag byte and its value: numbers as float64
+ * (little endian: exact for every JS number), booleans as one byte, strings as uint32 length and
+ * UTF-8, sealed values as a string (key id) and uint32 length and bytes.
+ */
+import type { Sealed } from "../codec";
+import type { EventKind, LogEvent, StoredEvent } from "./task";
+
+const FORMAT = 1;
+
+const enum T {
+  Num = 0,
+  Bool = 1,
+  Str = 2,
+  Sealed = 3,
+}
+
+/** Field tags, in encoding order. Never reuse or renumber a tag: stored rows hold them. */
+const FIELDS: readonly (readonly [tag: number, name: keyof LogEvent, type: T])[] = [
+  [1, "taskId", T.Str],
+  [2, "seq", T.Num],
+  [3, "clientId", T.Bool],
+  [4, "value", T.Sealed],
+  [5, "token", T.Sealed],
+  [6, "attempt", T.Num],
+  [7, "maxAttempts", T.Num],
+  [8, "state", T.Num],
+  [9, "notBefore", T.Num],
+  [10, "worker", T.Str],
+  [11, "leaseUntil", T.Num],
+  [12, "ttrMs", T.Num],
+  [13, "leaseStart", T.Num],
+  [14, "expiresAt", T.Num],
+  [15, "progress", T.Sealed],
+  [16, "error", T.Sealed],
+  [17, "reason", T.Str],
+  [18, "cancelled", T.Bool],
+  [19, "result", T.Sealed],
+  [20, "src", T.Num],
+  [21, "ref", T.Num],
+  [22, "refPart", T.Num],
+  [23, "refTime", T.Num],
+  [24, "flags", T.Num],
+];
+
+const BY_TAG: (readonly [number, keyof LogEvent, T] | undefined)[] = [];
+for (const f of FIELDS) BY_TAG[f[0]] = f;
+
+/** The blob of an event (everything but its kind). */
+export function encodeEvent(e: LogEvent): Buffer {
+  const rec = e as unknown as Record<string, unknown>;
+  let size = 1;
+  for (const [, name, type] of FIELDS) {
+    const v = rec[name];
+    if (v === undefined || v === null) continue;
+    if (type === T.Num) size += 9;
+    else if (type === T.Bool) size += 2;
+    else if (type === T.Str) size += 5 + Buffer.byteLength(v as string);
+    else size += 9 + Buffer.byteLength((v as Sealed).keyId) + (v as Sealed).blob.length;
+  }
+  const out = Buffer.allocUnsafe(size);
+  out[0] = FORMAT;
+  let at = 1;
+  for (const [tag, name, type] of FIELDS) {
+    const v = rec[name];
+    if (v === undefined || v === null) continue;
+    out[at++] = tag;
+    if (type === T.Num) {
+      out.writeDoubleLE(v as number, at);
+      at += 8;
+    } else if (type === T.Bool) {
+      out[at++] = v ? 1 : 0;
+    } else if (type === T.Str) {
+      at = writeString(out, at, v as string);
+    } else {
+      const s = v as Sealed;
+      at = writeString(out, at, s.keyId);
+      out.writeUInt32LE(s.blob.length, at);
+      at += 4;
+      at += s.blob.copy(out, at);
+    }
+  }
+  return out;
+}
+
+function writeString(out: Buffer, at: number, s: string): number {
+  const n = out.write(s, at + 4, "utf8");
+  out.writeUInt32LE(n, at);
+  return at + 4 + n;
+}
+
+/** Thrown for a blob that is not an event of a known format. */
+export class EventFormatError extends Error {
+  constructor(at: number, why: string) {
+    super(`log event at ${at} does not decode: ${why}`);
+    this.name = "EventFormatError";
+  }
+}
+
+/** The event stored at `at` with this kind and blob. */
+export function decodeEvent(kind: EventKind, blob: Buffer, at: number): StoredEvent {
+  if (blob.length < 1 || blob[0] !== FORMAT) throw new EventFormatError(at, `unknown format ${blob[0]}`);
+  const e: Record<string, unknown> = { at, kind, taskId: "", expiresAt: 0 };
+  let i = 1;
+  const need = (n: number) => {
+    if (i + n > blob.length) throw new EventFormatError(at, "truncated");
+  };
+  const str = (): string => {
+    need(4);
+    const n = blob.readUInt32LE(i);
+    i += 4;
+    need(n);
+    const s = blob.toString("utf8", i, i + n);
+    i += n;
+    return s;
+  };
+  while (i < blob.length) {
+    const field = BY_TAG[blob[i++]!];
+    if (!field) throw new EventFormatError(at, `unknown field ${blob[i - 1]}`);
+    const [, name, type] = field;
+    if (type === T.Num) {
+      need(8);
+      e[name] = blob.readDoubleLE(i);
+      i += 8;
+    } else if (type === T.Bool) {
+      need(1);
+      e[name] = blob[i++] === 1;
+    } else if (type === T.Str) {
+      e[name] = str();
+    } else {
+      const keyId = str();
+      need(4);
+      const n = blob.readUInt32LE(i);
+      i += 4;
+      need(n);
+      e[name] = { keyId, blob: blob.subarray(i, i + n) } satisfies Sealed;
+      i += n;
+    }
+  }
+  return e as unknown as StoredEvent;
+}
