@@ -4,12 +4,15 @@
  * broker by the Fake transporter (every call serialized, as between nodes), in this one process.
  * Prints per run: tasks/s; Cassandra statements per task by kind and the LWT (Paxos) rounds among
  * them; events per batch of the commit pipeline; CPU per task of this process (queue, callers, Moleculer, crypto)
- * and of the Cassandra JVM (from /proc, when it runs on this machine).
+ * and of the Cassandra JVM (from /proc, when it runs on this machine). Then the same drains against
+ * an in-memory queue of the same interface on the same brokers (nothing durable: what Moleculer
+ * alone costs here), and the ratio.
  *
  *   npx tsx bench/drain.bench.ts                    # 1, 8 and 32 workers, 3,000 tasks each
  *   BENCH_TASKS=10000 BENCH_WORKERS=32 npx tsx bench/drain.bench.ts
  *   BENCH_DEPTH=1 npx tsx bench/drain.bench.ts      # one batch in flight per queue (default 4)
  *   BENCH_ACL=trust npx tsx bench/drain.bench.ts    # owner from meta instead of a verified grant
+ *   BENCH_FENCE_LEASE=0 npx tsx bench/drain.bench.ts # without the fence lease (every commit: write, then read)
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
  *                                                    # (<dir>/drain-<workers>.cpuprofile; the fill is not in it)
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
@@ -27,12 +30,15 @@ import { ensureCassandra, startLocalCluster } from "../scripts/cassandra-launche
 import { createKeysService } from "../services/keys.service";
 import { mintAccessToken } from "../lib/http/access-token";
 import { AclMiddleware } from "../middleware/acl.middleware";
+import { memoryQueueSchema } from "./fixtures/memory-queue";
 import { createQueueService } from "../services/queue.service";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
 const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
 /** The commit pipeline's depth (batches of the queue in flight); the engine's default when unset. */
 const DEPTH = process.env.BENCH_DEPTH ? Number(process.env.BENCH_DEPTH) : undefined;
+/** The fence lease in ms; the engine's default when unset. */
+const FENCE_LEASE = process.env.BENCH_FENCE_LEASE ? Number(process.env.BENCH_FENCE_LEASE) : undefined;
 /** Where to write a CPU profile of each measured drain (none when unset). */
 const PROFILE = process.env.BENCH_PROFILE;
 /** Nodes of a local Cassandra cluster to start (127.0.0.2...) with replication factor as many; 0: one node. */
@@ -101,24 +107,29 @@ function cassandraPids(): number[] {
   }
 }
 
-async function fill(client: ServiceBroker, serviceId: string, n: number): Promise<void> {
+async function fill(client: ServiceBroker, serviceId: string, n: number, service = "worker.queue"): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: 64 }, async () => {
-      for (let i = next++; i < n; i = next++) await client.call("worker.queue.add", { serviceId, value }, { meta });
+      for (let i = next++; i < n; i = next++) await client.call(`${service}.add`, { serviceId, value }, { meta });
     }),
   );
 }
 
-async function drain(client: ServiceBroker, serviceId: string, workers: number): Promise<number> {
+async function drain(
+  client: ServiceBroker,
+  serviceId: string,
+  workers: number,
+  service = "worker.queue",
+): Promise<number> {
   let done = 0;
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
       const workerId = `drain-${w}`;
       for (;;) {
-        const v = await client.call("worker.queue.fetch", { serviceId, workerId }, { meta });
+        const v = await client.call(`${service}.fetch`, { serviceId, workerId }, { meta });
         if (v === null) return;
-        await client.call("worker.queue.ack", { serviceId, workerId }, { meta });
+        await client.call(`${service}.ack`, { serviceId, workerId }, { meta });
         done++;
       }
     }),
@@ -165,13 +176,19 @@ async function main(): Promise<void> {
   queue.createService(
     createQueueService({
       client: dbClient,
-      engine: { keyspace, replication, ...(DEPTH ? { commitDepth: DEPTH } : {}) },
+      engine: {
+        keyspace,
+        replication,
+        ...(DEPTH ? { commitDepth: DEPTH } : {}),
+        ...(FENCE_LEASE !== undefined ? { fenceLeaseMs: FENCE_LEASE } : {}),
+      },
     }),
   );
+  queue.createService(memoryQueueSchema());
   const callers = new ServiceBroker({ nodeID: "drain-callers", namespace, transporter: "Fake", logger: false });
   await queue.start();
   await callers.start();
-  await callers.waitForServices(["worker.queue"]);
+  await callers.waitForServices(["worker.queue", "memory.queue"]);
   const counter = new StatementCounter(dbClient);
   console.log(
     `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, load ${os.loadavg()[0]!.toFixed(2)}; node ${process.version}; ` +
@@ -182,6 +199,7 @@ async function main(): Promise<void> {
     const warm = randomUUID();
     await fill(callers, warm, 3000);
     await drain(callers, warm, 32);
+    const rates = new Map<number, number>();
     for (const workers of WORKERS) {
       const serviceId = randomUUID();
       await fill(callers, serviceId, TASKS);
@@ -222,6 +240,26 @@ async function main(): Promise<void> {
         console.log(`    ${kind.padEnd(36)} ${perTask(n)}`);
       console.log(
         `  events per batch of the commit pipeline: mean ${mean.toFixed(1)}, p50 ${sizes[Math.floor(sizes.length / 2)] ?? 0}, max ${sizes[sizes.length - 1] ?? 0} (${sizes.length} batches)`,
+      );
+      rates.set(workers, done / secs);
+    }
+    // The floor: the same drains, the same brokers and grants, an in-memory queue.
+    const warmFloor = randomUUID();
+    await fill(callers, warmFloor, 3000, "memory.queue");
+    await drain(callers, warmFloor, 32, "memory.queue");
+    console.log("");
+    for (const workers of WORKERS) {
+      const serviceId = randomUUID();
+      await fill(callers, serviceId, TASKS, "memory.queue");
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      const done = await drain(callers, serviceId, workers, "memory.queue");
+      const rate = done / ((performance.now() - t0) / 1000);
+      const cpu = process.cpuUsage(cpu0);
+      console.log(
+        `in-memory queue, same brokers, ${workers} workers: ${Math.round(rate)} tasks/s, ` +
+          `this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms CPU per task; ` +
+          `this queue ${((rates.get(workers)! / rate) * 100).toFixed(0)} % of it`,
       );
     }
   } finally {

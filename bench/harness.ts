@@ -46,7 +46,15 @@ export async function startBenchNode(name: string, withApi = false): Promise<Ben
       trustMeta: true,
     }) as never,
   );
-  broker.createService(createQueueService({ client, engine: { keyspace }, trustMeta: true }));
+  // BENCH_FENCE_LEASE=0 measures without the fence lease (the engine's default otherwise).
+  const lease = process.env.BENCH_FENCE_LEASE;
+  broker.createService(
+    createQueueService({
+      client,
+      engine: { keyspace, ...(lease !== undefined && lease !== "" ? { fenceLeaseMs: Number(lease) } : {}) },
+      trustMeta: true,
+    }),
+  );
   if (withApi) broker.createService(createApiService({ port: 0, ip: "127.0.0.1", jwt: { secret } }));
   const stop = async () => {
     await broker.stop();

@@ -2,8 +2,11 @@
  * The commit pipeline of EventLog without Cassandra: a fake store whose writes and fence reads the
  * test completes by hand. Batches commit in log order after a fence read that started once they
  * had completed; a failed write fails everything after it; fence reads wait out a rollover; a
- * failing commit listener fails the log instead of leaving callers hanging.
+ * failing commit listener fails the log instead of leaving callers hanging. With a fence lease, a
+ * read runs beside the write and commits the batches that complete within the lease after its
+ * start, and no others.
  */
+import { QueueEngine } from "../lib/queue/engine";
 import { EventLog } from "../lib/queue/event-log";
 import type { OwnerLease } from "../lib/queue/owner-lease";
 import type { QueueStore } from "../lib/queue/store";
@@ -47,7 +50,9 @@ async function settle(): Promise<void> {
 
 const ev = (n: number): LogEvent => ({ kind: EventKind.Add, taskId: `t${n}`, expiresAt: Date.now() + 60_000 });
 
-function setup(opts: { bucketSize?: number; maxBatchEvents?: number; commitDepth?: number } = {}) {
+function setup(
+  opts: { bucketSize?: number; maxBatchEvents?: number; commitDepth?: number; fenceLeaseMs?: number } = {},
+) {
   const store = new FakeStore();
   const lease = new FakeLease();
   const failures: string[] = [];
@@ -59,6 +64,7 @@ function setup(opts: { bucketSize?: number; maxBatchEvents?: number; commitDepth
       maxBatchEvents: opts.maxBatchEvents ?? 2,
       maxBatchBytes: 1 << 20,
       commitDepth: opts.commitDepth ?? 2,
+      fenceLeaseMs: opts.fenceLeaseMs ?? 0,
     },
     { range: 3, bucket: 0 },
     reason => failures.push(reason),
@@ -228,4 +234,123 @@ test("a fence read error with only re-fetches waiting fails them, not the log", 
   store.reads[1]!.answer(false);
   await all;
   expect(outcome).toEqual(["ok 0"]);
+});
+
+describe("with a fence lease", () => {
+  let clock = 1_000;
+  beforeEach(() => {
+    clock = 1_000;
+    jest.spyOn(performance, "now").mockImplementation(() => clock);
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  test("the fence read goes out beside the write, and the batch commits as soon as it completes", async () => {
+    const { store, log, committed } = setup({ fenceLeaseMs: 100 });
+    const { outcome, all } = appendAll(log, 2);
+    await settle();
+    expect(store.writes.length).toBe(1);
+    // The read started before the write completed.
+    expect(store.reads.length).toBe(1);
+    store.reads[0]!.answer(false);
+    await settle();
+    expect(committed).toEqual([]);
+    clock += 99;
+    store.writes[0]!.d.resolve();
+    await all;
+    expect(committed).toEqual([0, 1]);
+    expect(outcome).toEqual(["ok 0", "ok 1"]);
+    // No second read was needed.
+    expect(store.reads.length).toBe(1);
+  });
+
+  test("a batch that completes after the lease of the last read waits for a new read", async () => {
+    const { store, log, committed } = setup({ fenceLeaseMs: 100 });
+    appendAll(log, 2);
+    await settle();
+    store.reads[0]!.answer(false);
+    await settle();
+    clock += 100;
+    store.writes[0]!.d.resolve();
+    await settle();
+    expect(committed).toEqual([]);
+    expect(store.reads.length).toBe(2);
+    clock += 500;
+    store.reads[1]!.answer(false);
+    await settle();
+    // That read started after the write completed: it commits the batch (as without a lease).
+    expect(committed).toEqual([0, 1]);
+  });
+
+  test("a read that finds the seal commits nothing, also what completes within its lease", async () => {
+    const { store, log, committed, failures } = setup({ fenceLeaseMs: 100 });
+    const { outcome, all } = appendAll(log, 2);
+    await settle();
+    store.reads[0]!.answer(true);
+    store.writes[0]!.d.resolve();
+    await all;
+    expect(committed).toEqual([]);
+    expect(outcome).toEqual(["failed 0", "failed 1"]);
+    expect(failures.length).toBe(1);
+  });
+
+  test("answers from memory within the lease need no read; after it, or after endLease, they do", async () => {
+    const { store, log } = setup({ fenceLeaseMs: 100 });
+    appendAll(log, 1);
+    await settle();
+    store.reads[0]!.answer(false);
+    store.writes[0]!.d.resolve();
+    await settle();
+    clock += 50;
+    await log.confirmFence();
+    expect(store.reads.length).toBe(1);
+    clock += 50;
+    let confirmed = false;
+    const confirm = log.confirmFence().then(() => (confirmed = true));
+    await settle();
+    expect(store.reads.length).toBe(2);
+    expect(confirmed).toBe(false);
+    store.reads[1]!.answer(false);
+    await confirm;
+    log.endLease();
+    const again = log.confirmFence();
+    await settle();
+    expect(store.reads.length).toBe(3);
+    store.reads[2]!.answer(false);
+    await again;
+  });
+
+  test("a rollover drops the lease: the new partition needs a read of its own", async () => {
+    const { store, lease, log, committed } = setup({
+      bucketSize: 2,
+      maxBatchEvents: 2,
+      commitDepth: 4,
+      fenceLeaseMs: 100,
+    });
+    const { all } = appendAll(log, 3);
+    await settle();
+    store.reads[0]!.answer(false);
+    store.writes[0]!.d.resolve();
+    await settle();
+    expect(committed).toEqual([0, 1]);
+    lease.partitions[0]!.done();
+    await settle();
+    // Still within the lease of the old partition's read, yet the new batch is not committed
+    // without a read of the new partition.
+    expect(store.writes.map(w => w.ref.bucket)).toEqual([0, 1]);
+    const fresh = store.reads.filter(r => r.ref.bucket === 1);
+    expect(fresh.length).toBe(1);
+    store.writes[1]!.d.resolve();
+    await settle();
+    expect(committed).toEqual([0, 1]);
+    fresh[0]!.answer(false);
+    await all;
+    expect(committed).toEqual([0, 1, 0]);
+  });
+});
+
+test("a fence lease that is not a whole number of ms from 0 to 10 s is refused at start", () => {
+  for (const bad of [Number.NaN, Infinity, -1, 1.5, 10_001])
+    expect(() => new QueueEngine({} as never, {} as never, {} as never, { fenceLeaseMs: bad })).toThrow(
+      expect.objectContaining({ type: "CONFIGURATION_ERROR", message: expect.stringMatching(/fenceLeaseMs/) }),
+    );
 });

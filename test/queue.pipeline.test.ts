@@ -9,8 +9,9 @@ import type { Client } from "cassandra-driver";
 import type { ServiceBroker } from "moleculer";
 import { migrateSchema } from "../lib/queue/schema";
 import { defaultEngineOptions } from "../lib/queue/options";
-import { MARKER_BASE, QueueStore } from "../lib/queue/store";
-import { gapFreeEnd } from "../lib/queue/takeover";
+import { queueKey } from "../lib/queue/queue-key";
+import { decodeLogState, MARKER_BASE, QueueStore } from "../lib/queue/store";
+import { gapFreeEnd, takeOver } from "../lib/queue/takeover";
 import { EventKind, position, type BucketRef, type LogEvent } from "../lib/queue/task";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
 import { owner, startQueueBroker } from "./helpers/queue-cluster";
@@ -254,3 +255,62 @@ test("a batch that fails while later ones land, and then lands late: every task 
     await broker.stop();
   }
 }, 120_000);
+
+describe("the fence lease at a takeover", () => {
+  const deps = (nodeId: string, fenceLeaseMs: number, store: QueueStore) => ({
+    store,
+    options: { ...defaultEngineOptions, keyspace, fenceLeaseMs },
+    nodeId,
+    isNodeAlive: () => false,
+    hooks: () => ({ handover: () => undefined, handoversPending: () => undefined, notify: () => undefined }),
+    onFailure: () => undefined,
+    warn: () => undefined,
+  });
+  const lease = async (queue: string) =>
+    decodeLogState((await new QueueStore(client, keyspace, 3600).readOwner(queue, true))!.stateText).fenceLeaseMs;
+
+  test("an owner's lease is in its row; the next owner reads the log only twice that long after its seal", async () => {
+    const store = new QueueStore(client, keyspace, 3600);
+    const key = queueKey("pipe", randomUUID());
+    const a = await takeOver(key, deps("node-a", 300, store));
+    if (!("owned" in a)) throw new Error("node-a did not get the queue");
+    expect(await lease(key.id)).toBe(300);
+
+    // node-b takes it over (node-a is gone without releasing): from the end of its seals to its
+    // first read of the log at least 600 ms pass, whatever the machine's speed.
+    const spied = new QueueStore(client, keyspace, 3600);
+    let sealedAt = 0;
+    let readAt = 0;
+    const seal = spied.sealBucket.bind(spied);
+    spied.sealBucket = async (q, ref) => {
+      await seal(q, ref);
+      sealedAt = Math.max(sealedAt, performance.now());
+    };
+    const readTail = spied.readTail.bind(spied);
+    spied.readTail = (q, ref, from, columns) => {
+      readAt ||= performance.now();
+      return readTail(q, ref, from, columns);
+    };
+    const b = await takeOver(key, deps("node-b", 0, spied));
+    if (!("owned" in b)) throw new Error("node-b did not get the queue");
+    a.owned.abandon("taken over");
+    expect(sealedAt).toBeGreaterThan(0);
+    expect(readAt - sealedAt).toBeGreaterThanOrEqual(600);
+    // node-b has no lease of its own; once its first checkpoint is pointed at, none is recorded.
+    await b.owned.release();
+    expect(await lease(key.id)).toBeUndefined();
+  });
+
+  test("a graceful release clears the lease: the next owner has none to wait out", async () => {
+    const store = new QueueStore(client, keyspace, 3600);
+    const key = queueKey("pipe", randomUUID());
+    const a = await takeOver(key, deps("node-a", 300, store));
+    if (!("owned" in a)) throw new Error("node-a did not get the queue");
+    await a.owned.release();
+    expect(await lease(key.id)).toBeUndefined();
+    const b = await takeOver(key, deps("node-b", 300, store));
+    if (!("owned" in b)) throw new Error("node-b did not get the queue");
+    expect(await lease(key.id)).toBe(300);
+    await b.owned.release();
+  });
+});

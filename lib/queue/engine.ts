@@ -36,6 +36,8 @@ import {
   type WireRequest,
 } from "./wire";
 
+/** The longest fence lease: a takeover after a crash waits twice it. */
+const MAX_FENCE_LEASE_MS = 10_000;
 export type { TaskEvent } from "./queue-host";
 
 /** What the engine needs from the cluster it runs in (implemented by the Moleculer service). */
@@ -109,6 +111,15 @@ export class QueueEngine {
     options: Partial<QueueEngineOptions> = {},
   ) {
     this.options = { ...defaultEngineOptions, ...options };
+    // An option given as undefined means the default (a spread would keep the undefined).
+    if (options.fenceLeaseMs === undefined) this.options.fenceLeaseMs = defaultEngineOptions.fenceLeaseMs;
+    const lease = this.options.fenceLeaseMs;
+    if (!(Number.isInteger(lease) && lease >= 0 && lease <= MAX_FENCE_LEASE_MS)) {
+      throw new ConfigurationError(
+        "fenceLeaseMs",
+        `fenceLeaseMs must be a whole number of ms from 0 to ${MAX_FENCE_LEASE_MS} (got ${String(lease)})`,
+      );
+    }
     if (!(this.options.bucketSize >= 1 && this.options.bucketSize <= MAX_BUCKET_EVENTS)) {
       throw new ConfigurationError(
         "bucketSize",

@@ -8,6 +8,12 @@
  * the full one is committed, and the log registers the next partition in queue_owner (IF the owner
  * row is ours) and creates it. Any failure is final for this log: the owner must abandon the queue
  * (see docs/ARCHITECTURE.md, "Operations" and Invariants A and A').
+ *
+ * With a fence lease (`fenceLeaseMs` > 0), a fence read started at r that finds the partition
+ * unsealed also commits every batch that completes before r + fenceLeaseMs (on this process's
+ * monotonic clock): a takeover waits twice that long after its seal before it reads the partition,
+ * so it reads such a batch (docs/ARCHITECTURE.md, "The fence lease"). Fence reads then run beside
+ * the writes instead of after them, and a batch is usually committed as soon as it completes.
  */
 import { OwnershipLostError, StorageUnavailableError } from "../errors";
 import type { OwnerLease } from "./owner-lease";
@@ -38,12 +44,17 @@ export interface EventLogOptions {
   maxBatchBytes: number;
   /** Batches of this queue written but not yet committed, at most. */
   commitDepth: number;
+  /** How long after its start a fence read that found the partition open covers completed batches (0: none). */
+  fenceLeaseMs?: number;
 }
 
 /** A batch written (or being written) and not yet committed. */
 interface Batch {
   events: PendingEvent[];
   done: boolean;
+  /** When its write completed (monotonic ms), and the how-many-th completion it was. */
+  doneAt: number;
+  doneSeq: number;
 }
 
 interface PendingEvent {
@@ -74,6 +85,13 @@ export class EventLog implements LogWriter {
   private failure: Error | null = null;
   private fenceWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private fenceReading = false;
+  /** A fence read is wanted although nothing waits for one yet (fence lease: read beside the writes). */
+  private fenceWanted = false;
+  /** Start (monotonic ms) of the latest fence read of the current partition that found it open; -Infinity: none. */
+  private fenceFrom = -Infinity;
+  /** Batch completions so far (a fence read commits those that came before it started). */
+  private completions = 0;
+  private leaseMs: number;
   /** The partition being written (the fence read looks at it). */
   private written: BucketRef;
   private openedAt = Date.now();
@@ -91,6 +109,7 @@ export class EventLog implements LogWriter {
     private readonly onFailure: (reason: string) => void,
   ) {
     this.written = start;
+    this.leaseMs = options.fenceLeaseMs ?? 0;
     this.next = { bucket: start.bucket, pos: 0 };
     this.committed = position(start.range, start.bucket, 0);
   }
@@ -144,11 +163,15 @@ export class EventLog implements LogWriter {
   }
 
   /**
-   * Resolves once a read that started after this call found the current partition unsealed, so an
-   * answer from memory is still the owner's answer. Concurrent callers share the next read.
+   * Resolves once a read that started after this call found the current partition unsealed (or,
+   * with a fence lease, one that did less than the lease ago), so an answer from memory is still
+   * the owner's answer. Concurrent callers share the next read.
    */
   confirmFence(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
+    // Within the fence lease of the last read that found the partition open: no takeover serves
+    // before this answer (it waits out twice the lease after its seal).
+    if (this.leaseHolds()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.fenceWaiters.push({ resolve, reject });
       this.startFenceReads();
@@ -165,6 +188,11 @@ export class EventLog implements LogWriter {
     const open = await this.store.refreshFence(this.lease.queue, ref);
     if (!open) this.failWith(new OwnershipLostError(this.lease.queue, "the log partition was sealed by a takeover"));
     else if (ref === this.written) this.openedAt = Date.now();
+  }
+
+  /** No more commits on the fence lease (before a release: the next owner will not wait one out). */
+  endLease(): void {
+    this.leaseMs = 0;
   }
 
   /** Resolves once everything appended so far is committed; rejects if the log has failed. */
@@ -247,8 +275,14 @@ export class EventLog implements LogWriter {
         );
         return;
       }
-      const batch: Batch = { events: this.takeBatch(), done: false };
+      const batch: Batch = { events: this.takeBatch(), done: false, doneAt: 0, doneSeq: 0 };
       this.inflight.push(batch);
+      // Fence lease: start a read beside the write when the last one is getting old, so that it
+      // has found the partition open by the time the write completes.
+      if (this.leaseMs > 0 && performance.now() - this.fenceFrom > this.leaseMs / 2) {
+        this.fenceWanted = true;
+        this.startFenceReads();
+      }
       const first = splitPosition(batch.events[0]!.at).pos;
       this.store
         .appendEvents(
@@ -260,7 +294,10 @@ export class EventLog implements LogWriter {
         .then(
           () => {
             batch.done = true;
-            this.startFenceReads();
+            batch.doneAt = performance.now();
+            batch.doneSeq = ++this.completions;
+            if (this.leaseMs > 0) this.commitCovered(-Infinity, 0);
+            if (this.inflight.includes(batch)) this.startFenceReads();
           },
           err => this.failWith(err),
         );
@@ -271,6 +308,39 @@ export class EventLog implements LogWriter {
     let n = 0;
     while (n < this.inflight.length && this.inflight[n]!.done) n++;
     return n;
+  }
+
+  private leaseHolds(): boolean {
+    return this.leaseMs > 0 && !this.rolling && performance.now() - this.fenceFrom < this.leaseMs;
+  }
+
+  /**
+   * How many leading batches a fence read that found the partition open commits: those that had
+   * completed before it started (completion number at most `seqAtStart`), and with a fence lease
+   * those that completed before its start + the lease; `readFrom` is the start of that read, or of
+   * the latest one (`fenceFrom`) when a batch completes.
+   */
+  private coveredPrefix(readFrom: number, seqAtStart: number): number {
+    const until = Math.max(readFrom, this.fenceFrom) + this.leaseMs;
+    let n = 0;
+    for (; n < this.inflight.length; n++) {
+      const b = this.inflight[n]!;
+      if (!b.done) break;
+      if (b.doneSeq > seqAtStart && !(this.leaseMs > 0 && b.doneAt < until)) break;
+    }
+    return n;
+  }
+
+  /** Commits the batches the last fence read covers (fence lease), if any. */
+  private commitCovered(readFrom: number, seqAtStart: number): void {
+    if (this.failure || this.rolling) return;
+    const n = this.coveredPrefix(readFrom, seqAtStart);
+    if (n === 0) return;
+    try {
+      this.commit(n);
+    } catch (err) {
+      this.failWith(err);
+    }
   }
 
   private startFenceReads(): void {
@@ -289,16 +359,19 @@ export class EventLog implements LogWriter {
         // During a rollover the fence moves to the next partition: the waiters wait for it (no
         // batch waits then: a rollover starts only once every batch is committed).
         if (this.rolling) break;
-        const ready = this.inflight.slice(0, this.completedPrefix());
-        if (ready.length === 0 && this.fenceWaiters.length === 0) break;
+        const ready = this.completedPrefix();
+        if (ready === 0 && this.fenceWaiters.length === 0 && !this.fenceWanted) break;
+        this.fenceWanted = false;
         const waiters = this.fenceWaiters;
         this.fenceWaiters = [];
         const ref = this.written;
+        const startedAt = performance.now();
+        const seqAtStart = this.completions;
         let sealed: boolean;
         try {
           sealed = await this.store.isSealed(this.lease.queue, ref);
         } catch (err) {
-          if (ready.length > 0) {
+          if (ready > 0) {
             for (const w of waiters) w.reject(new StorageUnavailableError("fetch", (err as Error).message));
             this.failWith(err);
             break;
@@ -323,9 +396,11 @@ export class EventLog implements LogWriter {
           this.failWith(new OwnershipLostError(this.lease.queue, "the log partition was sealed by a takeover"));
           break;
         }
-        if (ready.length > 0) {
+        this.fenceFrom = Math.max(this.fenceFrom, startedAt);
+        const covered = this.coveredPrefix(startedAt, seqAtStart);
+        if (covered > 0) {
           try {
-            this.commit(ready.length);
+            this.commit(covered);
           } catch (err) {
             // A listener failed: the state may be half applied; nothing more is answered.
             for (const w of waiters) w.reject(new OwnershipLostError(this.lease.queue, (err as Error).message));
@@ -375,6 +450,8 @@ export class EventLog implements LogWriter {
       throw new Error("the next log partition exists already (sealed by a takeover)");
     }
     this.written = next;
+    // Fence reads of the previous partition say nothing of this one.
+    this.fenceFrom = -Infinity;
     this.openedAt = Date.now();
     // Positions are dense within a range: the first event of a partition is at pos 0.
     this.committed = position(next.range, next.bucket, 0);

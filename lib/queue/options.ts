@@ -58,6 +58,16 @@ export interface QueueEngineOptions {
    */
   commitDepth: number;
   /**
+   * The fence lease, in ms: a fence read that finds the log open also commits the batches that
+   * complete within this long after the read started, so reads run beside the writes and a commit
+   * usually takes one Cassandra round trip instead of two. A takeover then waits twice the previous
+   * owner's lease after sealing its log (not after a graceful release). Relies on clocks that
+   * measure intervals to within a factor of two (docs/ARCHITECTURE.md, "The fence lease"); 0 turns
+   * it off: every commit waits for a fence read started after its write completed.
+   * @defaultValue 200
+   */
+  fenceLeaseMs: number;
+  /**
    * Bytes of sealed data per batch at most (a single larger event still goes alone).
    * @defaultValue 4 MiB
    */
@@ -136,6 +146,7 @@ export const defaultEngineOptions: QueueEngineOptions = {
   rebalanceAfterMs: 3000,
   maxBatchEvents: 128,
   commitDepth: 4,
+  fenceLeaseMs: 200,
   maxBatchBytes: 4 * 1024 * 1024,
   ownerLeaseMs: 15_000,
   idleReleaseMs: 600_000,

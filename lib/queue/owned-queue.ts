@@ -164,8 +164,14 @@ export class OwnedQueue {
     this.state.close(new OwnershipLostError(this.key.id, "released"));
     await this.log.drain();
     await this.checkpointer.now();
-    await this.lease.release();
-    this.log.fail(new OwnershipLostError(this.key.id, "released"));
+    // From here on a commit needs a fence read started after its write (none is left to commit):
+    // the released row tells the next owner there is no fence lease to wait out.
+    this.log.endLease();
+    try {
+      await this.lease.release();
+    } finally {
+      this.log.fail(new OwnershipLostError(this.key.id, "released"));
+    }
   }
 
   get isDropped(): boolean {

@@ -28,6 +28,8 @@ export class OwnerLease {
     readonly queue: string,
     row: HeldRow,
     private readonly leaseMs: number,
+    /** This owner's fence lease (recorded in the row for a takeover to wait out). */
+    private readonly fenceLeaseMs = 0,
   ) {
     this.row = { ...row, state: copyState(row.state) };
   }
@@ -101,14 +103,29 @@ export class OwnerLease {
       return {
         ...row,
         leaseUntil: Date.now() + this.leaseMs,
-        state: { ckpt: at, slot, version, replay: [containing, ...later], open: open.length > 0 ? open : [containing] },
+        state: {
+          ckpt: at,
+          slot,
+          version,
+          replay: [containing, ...later],
+          open: open.length > 0 ? open : [containing],
+          // Only this owner's partitions are left open: its own lease is the one a takeover waits out.
+          ...(this.fenceLeaseMs > 0 ? { fenceLeaseMs: this.fenceLeaseMs } : {}),
+        },
       };
     });
   }
 
   /** Gives the queue up so that another node can take it at once. */
   release(): Promise<void> {
-    return this.update(row => ({ ...row, node: "", leaseUntil: 0 })).then(() => this.markLost("released"));
+    // The log commits nothing on its fence lease any more (OwnedQueue.release): the next owner
+    // need not wait one out.
+    return this.update(row => ({
+      ...row,
+      node: "",
+      leaseUntil: 0,
+      state: { ...row.state, fenceLeaseMs: undefined },
+    })).then(() => this.markLost("released"));
   }
 }
 

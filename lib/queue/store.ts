@@ -29,6 +29,11 @@ export interface LogState {
   replay: BucketRef[];
   /** The partitions their owner may still write: a takeover seals them. */
   open: BucketRef[];
+  /**
+   * The longest fence lease (ms) of the owners that may still write a partition of `open`: a
+   * takeover waits twice this long after sealing them before it reads them. 0 or absent: none.
+   */
+  fenceLeaseMs?: number;
 }
 
 export interface OwnerRow {
@@ -103,6 +108,7 @@ export function encodeLogState(s: LogState): string {
     v: s.version,
     r: s.replay.map(b => [b.range, b.bucket]),
     o: s.open.map(b => [b.range, b.bucket]),
+    ...(s.fenceLeaseMs ? { f: s.fenceLeaseMs } : {}),
   });
 }
 
@@ -114,13 +120,21 @@ export const EMPTY_LOG_STATE: LogState = { ckpt: null, slot: 1, version: 0, repl
 
 export function decodeLogState(text: string | null | undefined): LogState {
   if (!text) return { ...EMPTY_LOG_STATE };
-  const parsed = JSON.parse(text) as { c?: number | null; s?: number; v?: number; r?: unknown; o?: unknown };
+  const parsed = JSON.parse(text) as {
+    c?: number | null;
+    s?: number;
+    v?: number;
+    r?: unknown;
+    o?: unknown;
+    f?: unknown;
+  };
   return {
     ckpt: parsed.c ?? null,
     slot: parsed.s ?? 1,
     version: parsed.v ?? 0,
     replay: refs(parsed.r),
     open: refs(parsed.o),
+    ...(typeof parsed.f === "number" && parsed.f > 0 ? { fenceLeaseMs: parsed.f } : {}),
   };
 }
 

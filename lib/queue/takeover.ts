@@ -29,6 +29,15 @@ export interface TakeoverDeps {
 
 export type TakeoverResult = { owned: OwnedQueue } | { owner: string };
 
+/**
+ * A fence lease as a number of ms a takeover can wait out: a value that is not a finite positive
+ * number counts as the longest one, never as none (waiting too long is slow; too short is unsafe).
+ */
+function leaseOf(ms: number | undefined): number {
+  if (ms === undefined || ms === 0) return 0;
+  return Number.isFinite(ms) && ms > 0 ? Math.min(Math.ceil(ms), 60_000) : 60_000;
+}
+
 /** True when the row names another node that is alive and holds a valid lease. */
 export function ownedElsewhere(row: OwnerRow | null, deps: Pick<TakeoverDeps, "nodeId" | "isNodeAlive">): boolean {
   return (
@@ -155,7 +164,12 @@ export async function takeOver(key: QueueKey, deps: TakeoverDeps): Promise<Takeo
     rangeId: range,
     node: deps.nodeId,
     leaseUntil: Date.now() + options.ownerLeaseMs,
-    state: { ...prev, open: [...served, first] },
+    // A later takeover waits out the longest fence lease of the owners that may still write `open`.
+    state: {
+      ...prev,
+      open: [...served, first],
+      fenceLeaseMs: Math.max(leaseOf(prev.fenceLeaseMs), leaseOf(options.fenceLeaseMs)) || undefined,
+    },
   };
   const text = existing
     ? await store.updateOwner(key.id, existing, bumped)
@@ -169,6 +183,12 @@ export async function takeOver(key: QueueKey, deps: TakeoverDeps): Promise<Takeo
 
   // 3. Seal: from here on no previous owner can commit anything.
   await Promise.all(prev.open.map(b => store.sealBucket(key.id, b)));
+  // A previous owner with a fence lease commits batches that complete up to its lease after the
+  // start of a fence read that found the log open, so before the seal: twice its lease from now
+  // (on our clock) every such batch is on a quorum, and our read below sees it.
+  // (+2 ms: a timer may fire up to a millisecond early.)
+  const wait = leaseOf(prev.fenceLeaseMs);
+  if (wait > 0) await new Promise(r => setTimeout(r, 2 * wait + 2));
 
   // 4. The last checkpoint and everything after it.
   const [snapshot, events, slot0, slot1] = await Promise.all([
@@ -187,7 +207,13 @@ export async function takeOver(key: QueueKey, deps: TakeoverDeps): Promise<Takeo
   if (!(await store.createBucket(key.id, first))) {
     throw new OwnershipLostError(key.id, "our first log partition exists already: another takeover raced us");
   }
-  const lease = new OwnerLease(store, key.id, { ...bumped, stateText: text, legacyText: null }, options.ownerLeaseMs);
+  const lease = new OwnerLease(
+    store,
+    key.id,
+    { ...bumped, stateText: text, legacyText: null },
+    options.ownerLeaseMs,
+    options.fenceLeaseMs,
+  );
   const owned = new OwnedQueue(
     key,
     lease,
