@@ -64,8 +64,8 @@ export interface QueueEngineOptions {
    * owner's lease after sealing its log (not after a graceful release). Relies on clocks that
    * measure intervals to within a factor of two (docs/ARCHITECTURE.md, "The fence lease"); 0 turns
    * it off: every commit waits for a fence read started after its write completed.
-   * Off by default until the placement test's extra queue moves seen with it on are understood
-   * (docs/benchmarks.md); 200 is what the benchmarks use.
+   * Off by default until a CI run with it on by default confirms it (docs/benchmarks.md, "Why the
+   * fence lease is off by default"); 200 is what the benchmarks use.
    * @defaultValue 0
    */
   fenceLeaseMs: number;
