@@ -9,7 +9,7 @@
 import { QueueEngine } from "../lib/queue/engine";
 import { EventLog } from "../lib/queue/event-log";
 import type { OwnerLease } from "../lib/queue/owner-lease";
-import type { QueueStore } from "../lib/queue/store";
+import { decodeLogState, UNREADABLE_FENCE_LEASE_MS, type QueueStore } from "../lib/queue/store";
 import { EventKind, position, splitPosition, type BucketRef, type LogEvent } from "../lib/queue/task";
 
 interface Deferred {
@@ -353,4 +353,12 @@ test("a fence lease that is not a whole number of ms from 0 to 10 s is refused a
     expect(() => new QueueEngine({} as never, {} as never, {} as never, { fenceLeaseMs: bad })).toThrow(
       expect.objectContaining({ type: "CONFIGURATION_ERROR", message: expect.stringMatching(/fenceLeaseMs/) }),
     );
+});
+
+test("a recorded fence lease that cannot be read counts as the longest, never as none", () => {
+  const row = (f: unknown) => JSON.stringify({ c: null, s: 1, v: 0, r: [], o: [], f });
+  expect(decodeLogState(row(200)).fenceLeaseMs).toBe(200);
+  expect(decodeLogState(JSON.stringify({ c: null, s: 1, v: 0, r: [], o: [] })).fenceLeaseMs).toBeUndefined();
+  for (const bad of ["200", null, -5, {}])
+    expect(decodeLogState(row(bad)).fenceLeaseMs).toBe(UNREADABLE_FENCE_LEASE_MS);
 });

@@ -110,9 +110,9 @@ export class QueueEngine {
     private readonly codec: ValueCodec,
     options: Partial<QueueEngineOptions> = {},
   ) {
-    this.options = { ...defaultEngineOptions, ...options };
-    // An option given as undefined means the default (a spread would keep the undefined).
-    if (options.fenceLeaseMs === undefined) this.options.fenceLeaseMs = defaultEngineOptions.fenceLeaseMs;
+    // An option given as undefined means its default (a plain spread would keep the undefined).
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+    this.options = { ...defaultEngineOptions, ...given };
     const lease = this.options.fenceLeaseMs;
     if (!(Number.isInteger(lease) && lease >= 0 && lease <= MAX_FENCE_LEASE_MS)) {
       throw new ConfigurationError(

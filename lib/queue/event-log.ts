@@ -296,7 +296,7 @@ export class EventLog implements LogWriter {
             batch.done = true;
             batch.doneAt = performance.now();
             batch.doneSeq = ++this.completions;
-            if (this.leaseMs > 0) this.commitCovered(-Infinity, 0);
+            if (this.leaseMs > 0) this.commitCovered();
             if (this.inflight.includes(batch)) this.startFenceReads();
           },
           err => this.failWith(err),
@@ -315,13 +315,12 @@ export class EventLog implements LogWriter {
   }
 
   /**
-   * How many leading batches a fence read that found the partition open commits: those that had
-   * completed before it started (completion number at most `seqAtStart`), and with a fence lease
-   * those that completed before its start + the lease; `readFrom` is the start of that read, or of
-   * the latest one (`fenceFrom`) when a batch completes.
+   * How many leading batches are committed by the fence reads that found the partition open: those
+   * that completed before the latest such read started (completion number at most `seqAtStart`),
+   * and with a fence lease those that completed before its start (`fenceFrom`) + the lease.
    */
-  private coveredPrefix(readFrom: number, seqAtStart: number): number {
-    const until = Math.max(readFrom, this.fenceFrom) + this.leaseMs;
+  private coveredPrefix(seqAtStart: number): number {
+    const until = this.fenceFrom + this.leaseMs;
     let n = 0;
     for (; n < this.inflight.length; n++) {
       const b = this.inflight[n]!;
@@ -331,10 +330,10 @@ export class EventLog implements LogWriter {
     return n;
   }
 
-  /** Commits the batches the last fence read covers (fence lease), if any. */
-  private commitCovered(readFrom: number, seqAtStart: number): void {
+  /** Commits the batches the latest fence read's lease covers, if any (a batch just completed). */
+  private commitCovered(): void {
     if (this.failure || this.rolling) return;
-    const n = this.coveredPrefix(readFrom, seqAtStart);
+    const n = this.coveredPrefix(0);
     if (n === 0) return;
     try {
       this.commit(n);
@@ -397,7 +396,7 @@ export class EventLog implements LogWriter {
           break;
         }
         this.fenceFrom = Math.max(this.fenceFrom, startedAt);
-        const covered = this.coveredPrefix(startedAt, seqAtStart);
+        const covered = this.coveredPrefix(seqAtStart);
         if (covered > 0) {
           try {
             this.commit(covered);

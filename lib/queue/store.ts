@@ -116,6 +116,18 @@ function refs(list: unknown): BucketRef[] {
   return Array.isArray(list) ? (list as [number, number][]).map(([range, bucket]) => ({ range, bucket })) : [];
 }
 
+/**
+ * The fence lease a takeover assumes for a recorded value it cannot read: the longest (waiting too
+ * long is slow; too short is unsafe).
+ */
+export const UNREADABLE_FENCE_LEASE_MS = 60_000;
+
+/** A recorded fence lease: none when absent or 0, the longest when it is not a positive number. */
+function recordedLease(f: unknown): number | undefined {
+  if (f === undefined || f === 0) return undefined;
+  return typeof f === "number" && Number.isFinite(f) && f > 0 ? f : UNREADABLE_FENCE_LEASE_MS;
+}
+
 export const EMPTY_LOG_STATE: LogState = { ckpt: null, slot: 1, version: 0, replay: [], open: [] };
 
 export function decodeLogState(text: string | null | undefined): LogState {
@@ -134,7 +146,7 @@ export function decodeLogState(text: string | null | undefined): LogState {
     version: parsed.v ?? 0,
     replay: refs(parsed.r),
     open: refs(parsed.o),
-    ...(typeof parsed.f === "number" && parsed.f > 0 ? { fenceLeaseMs: parsed.f } : {}),
+    ...(recordedLease(parsed.f) ? { fenceLeaseMs: recordedLease(parsed.f) } : {}),
   };
 }
 

@@ -13,7 +13,14 @@ import { OwnerLease } from "./owner-lease";
 import type { QueueKey } from "./queue-key";
 import type { StateHooks } from "./queue-state";
 import { recover, type Recovered } from "./recovery";
-import { EMPTY_LOG_STATE, encodeLogState, type LogState, type OwnerRow, type QueueStore } from "./store";
+import {
+  EMPTY_LOG_STATE,
+  encodeLogState,
+  UNREADABLE_FENCE_LEASE_MS,
+  type LogState,
+  type OwnerRow,
+  type QueueStore,
+} from "./store";
 import { position, splitPosition, type BucketRef, type StoredEvent } from "./task";
 
 export interface TakeoverDeps {
@@ -29,13 +36,9 @@ export interface TakeoverDeps {
 
 export type TakeoverResult = { owned: OwnedQueue } | { owner: string };
 
-/**
- * A fence lease as a number of ms a takeover can wait out: a value that is not a finite positive
- * number counts as the longest one, never as none (waiting too long is slow; too short is unsafe).
- */
+/** A fence lease (validated by the engine, or read by decodeLogState) as whole ms to wait out. */
 function leaseOf(ms: number | undefined): number {
-  if (ms === undefined || ms === 0) return 0;
-  return Number.isFinite(ms) && ms > 0 ? Math.min(Math.ceil(ms), 60_000) : 60_000;
+  return ms ? Math.min(Math.ceil(ms), UNREADABLE_FENCE_LEASE_MS) : 0;
 }
 
 /** True when the row names another node that is alive and holds a valid lease. */
