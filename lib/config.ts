@@ -81,7 +81,7 @@ export function queueSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Queu
       forwardTimeoutMs: positive(env, "QUEUE_FORWARD_TIMEOUT_MS", 3000),
       windowMax: positive(env, "QUEUE_WINDOW_MAX", 512),
       checkpointEvents: positive(env, "QUEUE_CHECKPOINT_EVENTS", 2000),
-      fenceLeaseMs: positive(env, "QUEUE_FENCE_LEASE_MS", 0, { zero: true }),
+      fenceLeaseMs: positive(env, "QUEUE_FENCE_LEASE_MS", 200, { zero: true }),
     },
     activityService: env.QUEUE_ACTIVITY_SERVICE || "flow.activity",
     keysService: env.KEYS_SERVICE || "keys",

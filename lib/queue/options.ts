@@ -64,9 +64,7 @@ export interface QueueEngineOptions {
    * owner's lease after sealing its log (not after a graceful release). Relies on clocks that
    * measure intervals to within a factor of two (docs/ARCHITECTURE.md, "The fence lease"); 0 turns
    * it off: every commit waits for a fence read started after its write completed.
-   * Off by default until a CI run with it on by default confirms it (docs/benchmarks.md, "Why the
-   * fence lease is off by default"); 200 is what the benchmarks use.
-   * @defaultValue 0
+   * @defaultValue 200
    */
   fenceLeaseMs: number;
   /**
@@ -148,7 +146,7 @@ export const defaultEngineOptions: QueueEngineOptions = {
   rebalanceAfterMs: 3000,
   maxBatchEvents: 128,
   commitDepth: 4,
-  fenceLeaseMs: 0,
+  fenceLeaseMs: 200,
   maxBatchBytes: 4 * 1024 * 1024,
   ownerLeaseMs: 15_000,
   idleReleaseMs: 600_000,
