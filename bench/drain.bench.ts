@@ -1,5 +1,5 @@
 /**
- * Drain benchmark and profile: N workers drain a pre-filled queue (fetch then ack in a loop, 256-byte
+ * Drain benchmark and profile: first single-caller latencies (add, fetch of a new task, ack), then N workers drain a pre-filled queue (fetch then ack in a loop, 256-byte
  * values, encryption included), with the callers on a broker of their own connected to the queue's
  * broker by the Fake transporter (every call serialized, as between nodes), in this one process.
  * Prints per run: tasks/s; Cassandra statements per task by kind and the LWT (Paxos) rounds among
@@ -13,6 +13,8 @@
  *   BENCH_DEPTH=1 npx tsx bench/drain.bench.ts      # one batch in flight per queue (default 4)
  *   BENCH_ACL=trust npx tsx bench/drain.bench.ts    # owner from meta instead of a verified grant
  *   BENCH_FENCE_LEASE=0 npx tsx bench/drain.bench.ts # without the fence lease (every commit: write, then read)
+ *   BENCH_MAX_BATCH=8 npx tsx bench/drain.bench.ts  # at most 8 events per batch (default 128)
+ *   BENCH_SAMPLES=2000 npx tsx bench/drain.bench.ts # single-caller latency over 2,000 tasks first (default 1,000; 0: none)
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
  *                                                    # (<dir>/drain-<workers>.cpuprofile; the fill is not in it)
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
@@ -39,6 +41,10 @@ const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
 const DEPTH = process.env.BENCH_DEPTH ? Number(process.env.BENCH_DEPTH) : undefined;
 /** The fence lease in ms; the engine's default when unset. */
 const FENCE_LEASE = process.env.BENCH_FENCE_LEASE ? Number(process.env.BENCH_FENCE_LEASE) : undefined;
+/** Events per batch at most; the engine's default when unset. */
+const MAX_BATCH = process.env.BENCH_MAX_BATCH ? Number(process.env.BENCH_MAX_BATCH) : undefined;
+/** Tasks of the single-caller latency run (add each, then fetch and ack each); 0 skips it. */
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
 /** Where to write a CPU profile of each measured drain (none when unset). */
 const PROFILE = process.env.BENCH_PROFILE;
 /** Nodes of a local Cassandra cluster to start (127.0.0.2...) with replication factor as many; 0: one node. */
@@ -137,6 +143,35 @@ async function drain(
   return done;
 }
 
+function p(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((q / 100) * sorted.length))] ?? NaN;
+}
+
+/** One caller, one call at a time: add N tasks, then fetch (a new task) and ack each; p50 / p99 per call. */
+async function latencies(client: ServiceBroker, n: number, service: string): Promise<string> {
+  const serviceId = randomUUID();
+  const workerId = "latency";
+  const times: Record<"add" | "fetch" | "ack", number[]> = { add: [], fetch: [], ack: [] };
+  const timed = async (kind: keyof typeof times, call: () => Promise<unknown>) => {
+    const t0 = performance.now();
+    const r = await call();
+    times[kind].push(performance.now() - t0);
+    return r;
+  };
+  for (let i = 0; i < n; i++) await timed("add", () => client.call(`${service}.add`, { serviceId, value }, { meta }));
+  for (let i = 0; i < n; i++) {
+    const v = await timed("fetch", () => client.call(`${service}.fetch`, { serviceId, workerId }, { meta }));
+    if (v === null) throw new Error(`${service}: fetch found no task (${i} of ${n})`);
+    await timed("ack", () => client.call(`${service}.ack`, { serviceId, workerId }, { meta }));
+  }
+  return Object.entries(times)
+    .map(([k, v]) => {
+      const s = [...v].sort((x, y) => x - y);
+      return `${k} p50 ${p(s, 50).toFixed(3)} ms p99 ${p(s, 99).toFixed(3)} ms`;
+    })
+    .join(", ");
+}
+
 async function main(): Promise<void> {
   const cassandra = CLUSTER
     ? await startLocalCluster({ nodes: CLUSTER, commitlogSync: "periodic" })
@@ -181,6 +216,7 @@ async function main(): Promise<void> {
         replication,
         ...(DEPTH ? { commitDepth: DEPTH } : {}),
         ...(FENCE_LEASE !== undefined ? { fenceLeaseMs: FENCE_LEASE } : {}),
+        ...(MAX_BATCH ? { maxBatchEvents: MAX_BATCH } : {}),
       },
     }),
   );
@@ -199,6 +235,13 @@ async function main(): Promise<void> {
     const warm = randomUUID();
     await fill(callers, warm, 3000);
     await drain(callers, warm, 32);
+    if (SAMPLES > 0) {
+      await latencies(callers, 300, "worker.queue");
+      console.log(`\none caller, ${SAMPLES} tasks, over the Fake transporter:`);
+      console.log(`  this queue:      ${await latencies(callers, SAMPLES, "worker.queue")}`);
+      await latencies(callers, 300, "memory.queue");
+      console.log(`  in-memory queue: ${await latencies(callers, SAMPLES, "memory.queue")}`);
+    }
     const rates = new Map<number, number>();
     for (const workers of WORKERS) {
       const serviceId = randomUUID();
@@ -214,8 +257,10 @@ async function main(): Promise<void> {
         await session.post("Profiler.enable");
         await session.post("Profiler.start");
       }
+      const elu0 = performance.eventLoopUtilization();
       const t0 = performance.now();
       const done = await drain(callers, serviceId, workers);
+      const elu = performance.eventLoopUtilization(elu0);
       const secs = (performance.now() - t0) / 1000;
       if (session && PROFILE) {
         const { profile } = await session.post("Profiler.stop");
@@ -230,7 +275,8 @@ async function main(): Promise<void> {
       const mean = sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
       console.log(`\n${workers} workers drain ${done} tasks: ${Math.round(done / secs)} tasks/s`);
       console.log(
-        `  CPU per task: this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms, ` +
+        `  CPU per task: this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms ` +
+          `(system ${(cpu.system / 1000 / done).toFixed(3)}; event loop busy ${(elu.utilization * 100).toFixed(0)} %), ` +
           `Cassandra ${cpid ? ((cassandraCpu * 1000) / done).toFixed(3) : "n/a"} ms`,
       );
       console.log(

@@ -4,6 +4,7 @@
  * local owner or forwards them), and runs this node's part of the cluster: beats, placement,
  * orphaned hand-overs. It knows nothing of Moleculer: the service gives it a `Cluster`.
  */
+import { RecentMap } from "./recent-map";
 import { errors, types, type Client } from "cassandra-driver";
 import type { Sealed, ValueCodec } from "../codec";
 import { ConfigurationError, StorageError, StorageUnavailableError } from "../errors";
@@ -101,7 +102,7 @@ export class QueueEngine {
   private readonly host: QueueHost;
   private readonly router: Router;
   /** When this node last wrote each queue's owner_queues row (rewritten hourly, not on every add). */
-  private readonly registered = new Map<string, number>();
+  private readonly registered = new RecentMap<number>(100_000);
   private orphanTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -367,7 +368,6 @@ export class QueueEngine {
     if (now - (this.registered.get(key.id) ?? 0) < 3_600_000) return;
     await this.store.registerQueue(key.ownerId, key.serviceId);
     this.registered.set(key.id, now);
-    if (this.registered.size > 100_000) this.registered.delete(this.registered.keys().next().value as string);
   }
 
   /** Whether Cassandra answers, and what this node serves. */

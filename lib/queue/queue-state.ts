@@ -6,6 +6,7 @@
  * derived rows through narrow interfaces, so it is unit-tested without Cassandra
  * (test/queue-state.test.ts). If any commit fails, the owner abandons the whole queue.
  */
+import { RecentMap } from "./recent-map";
 import type { Sealed } from "../codec";
 import type { Backlog } from "./backlog";
 import type { Snapshot } from "./checkpoint";
@@ -94,12 +95,6 @@ const REMEMBERED_ACKS = 2048;
 const THROUGHPUT_SLOT_MS = 10_000;
 const THROUGHPUT_SLOTS = 30;
 
-function remember<V>(map: Map<string, V>, key: string, value: V, limit = REMEMBERED): void {
-  map.delete(key);
-  map.set(key, value);
-  if (map.size > limit) map.delete(map.keys().next().value as string);
-}
-
 function clearLease(t: Task): void {
   t.worker = undefined;
   t.leaseUntil = undefined;
@@ -124,11 +119,11 @@ export class QueueState {
   private readonly byWorker = new Map<string, Task>();
   private readonly inflightLease = new Map<string, Promise<Delivery>>();
   /** Workers whose task went to another worker, so that their ack can say LEASE_LOST. */
-  private readonly lostBy = new Map<string, string>();
-  private readonly lastAcked: Map<string, string>;
+  private readonly lostBy = new RecentMap<string>(REMEMBERED);
+  private readonly lastAcked: RecentMap<string>;
   /** Acks appended but not yet committed, by worker. */
   private readonly pendingAcks = new Map<string, { taskId: string; committed: Promise<unknown> }>();
-  private readonly ended: Map<string, PublicState>;
+  private readonly ended: RecentMap<PublicState>;
   private readonly handoverWaiting = new Set<Task>();
   private handoversReported = false;
   /** Adds not yet committed, so that a duplicate add waits for the original's commit. */
@@ -148,8 +143,8 @@ export class QueueState {
     recovered: Pick<Recovered, "nextSeq" | "inflight" | "lastAcked" | "ended" | "completions">,
   ) {
     this.nextSeq = recovered.nextSeq;
-    this.lastAcked = new Map(recovered.lastAcked);
-    this.ended = new Map(recovered.ended);
+    this.lastAcked = new RecentMap(REMEMBERED_ACKS, recovered.lastAcked);
+    this.ended = new RecentMap(REMEMBERED, recovered.ended);
     const ring = recovered.completions.counts;
     this.completions = ring.length === THROUGHPUT_SLOTS ? [...ring] : new Array<number>(THROUGHPUT_SLOTS).fill(0);
     this.completionSlot = recovered.completions.slot || Math.floor(Date.now() / THROUGHPUT_SLOT_MS);
@@ -205,7 +200,7 @@ export class QueueState {
     if (this.inflight.get(t.id) !== t) return;
     this.inflight.delete(t.id);
     // A task parked as delayed or dead has not ended: its status comes from its row.
-    if (as !== "delayed" && as !== "dead") remember(this.ended, t.id, as);
+    if (as !== "delayed" && as !== "dead") this.ended.set(t.id, as);
     else this.ended.delete(t.id);
     if (t.worker !== undefined && this.byWorker.get(t.worker) === t) this.byWorker.delete(t.worker);
     this.handoverDone(t);
@@ -482,7 +477,7 @@ export class QueueState {
   private claim(t: Task, worker: string, timeToRecoverMs: number, now: number, fromBacklog = false): Promise<Delivery> {
     if (t.worker !== undefined && t.worker !== worker && this.byWorker.get(t.worker) === t) {
       this.byWorker.delete(t.worker);
-      remember(this.lostBy, t.worker, t.id);
+      this.lostBy.set(t.worker, t.id);
     }
     t.state = "leased";
     t.worker = worker;
@@ -700,7 +695,7 @@ export class QueueState {
     } finally {
       if (this.pendingAcks.get(worker) === pending) this.pendingAcks.delete(worker);
     }
-    remember(this.lastAcked, worker, t.id, REMEMBERED_ACKS);
+    this.lastAcked.set(worker, t.id);
     this.countCompletion();
     this.hooks.notify(failed ? "failed" : "completed", t, { workerId: worker });
     if (t.state === "handing-over") this.hooks.handover(t);
@@ -984,7 +979,7 @@ export class QueueState {
       };
       this.inflight.set(taskId, ended);
       this.waitForHandover(ended);
-    } else remember(this.ended, taskId, "cancelled");
+    } else this.ended.set(taskId, "cancelled");
     await committed;
     this.hooks.notify("cancelled", ended ?? base, { running: false });
     if (ended) this.hooks.handover(ended);

@@ -3,6 +3,7 @@
  * owner had committed, and the derived rows those events imply (the takeover rewrites them before it
  * serves). Pure: no I/O, unit-tested against the live state machine (test/queue-state.test.ts).
  */
+import { RecentMap } from "./recent-map";
 import type { BacklogSnapshot, ParkedSnapshot, Segment, SlotCount, Snapshot } from "./checkpoint";
 import type { ParkedHint } from "./store";
 import {
@@ -66,7 +67,7 @@ export interface Recovered {
   lastAcked: Map<string, string>;
   completions: { slot: number; counts: number[] };
   /** Tasks that ended during the replay, for `status`. */
-  ended: Map<string, PublicState>;
+  ended: RecentMap<PublicState>;
   redo: DerivedWrite[];
   /** How many events were folded onto the snapshot. */
   replayed: number;
@@ -119,15 +120,13 @@ export function recover(
   const parked = s.parked;
   const inflight = new Map<string, Task>(s.inflight.map(t => [t.id, t]));
   const lastAcked = new Map<string, string>(s.lastAcked);
-  const ended = new Map<string, PublicState>();
+  const ended = new RecentMap<PublicState>(REMEMBERED_ENDED);
   const redo: DerivedWrite[] = [];
   let nextSeq = s.nextSeq;
 
   const end = (t: Task, as: PublicState) => {
     inflight.delete(t.id);
-    ended.delete(t.id);
     ended.set(t.id, as);
-    if (ended.size > REMEMBERED_ENDED) ended.delete(ended.keys().next().value as string);
   };
   const specOf = (t: Task, slot: number, part: number, dueAt: number, pos: number): ParkedSpec => ({
     slot,
