@@ -1,6 +1,8 @@
 /**
  * A bounded in-memory cache with a time-to-live per entry, evicting the least recently used entry
  * when full. Map keeps insertion order, so re-inserting on a hit makes the first key the oldest.
+ * A hit re-inserts its entry at most once a second (TOUCH_MS): recency to the second is enough to
+ * choose what to evict, and a key read on every call (a worker's token) does not churn the Map.
  */
 export interface TtlCacheOptions {
   /**
@@ -15,7 +17,10 @@ export interface TtlCacheOptions {
 interface Entry<V> {
   value: V;
   expiresAt: number;
+  touchedAt: number;
 }
+
+const TOUCH_MS = 1000;
 
 export class TtlCache<V> {
   private readonly entries = new Map<string, Entry<V>>();
@@ -33,19 +38,24 @@ export class TtlCache<V> {
   get(key: string): V | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
-    if (entry.expiresAt <= this.now()) {
+    const now = this.now();
+    if (entry.expiresAt <= now) {
       this.entries.delete(key);
       return undefined;
     }
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+    if (now - entry.touchedAt >= TOUCH_MS) {
+      entry.touchedAt = now;
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+    }
     return entry.value;
   }
 
   set(key: string, value: V, ttlMs: number): void {
     this.entries.delete(key);
     if (ttlMs <= 0) return;
-    this.entries.set(key, { value, expiresAt: this.now() + ttlMs });
+    const now = this.now();
+    this.entries.set(key, { value, expiresAt: now + ttlMs, touchedAt: now });
     while (this.entries.size > this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (oldest.done) break;
