@@ -1,0 +1,115 @@
+/**
+ * What a log row layout costs, by the driver alone: batches of 32 events written as one row each
+ * plus a marker row (an unlogged single-partition batch, as the queue writes them), against the
+ * same events in one blob of one row. Prints events/s and CPU per event of this process and of the
+ * local Cassandra JVM (from /proc). 1,500 batches of 32 events of 90 bytes, 4 in flight, twice.
+ *
+ *   npx tsx bench/row-layout.bench.ts      # starts a local Cassandra unless CASSANDRA_CONTACT_POINTS is set
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { types } from "cassandra-driver";
+import { connectCassandra } from "../lib/cassandra/client";
+import { ensureCassandra } from "../scripts/cassandra-launcher";
+
+const EVENTS = 32;
+const BATCHES = Number(process.env.BENCH_BATCHES ?? 1500);
+const IN_FLIGHT = 4;
+const TTL = 7 * 86_400;
+
+function jvmCpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function main(): Promise<void> {
+  const cassandra = await ensureCassandra({ reuseIfRunning: true });
+  const pids = execFileSync("pgrep", ["-f", "org.apache.cassandra.service.CassandraDaemon"], { encoding: "utf8" })
+    .trim()
+    .split("\n")
+    .map(Number);
+  if (pids.length !== 1) throw new Error(`expected one local Cassandra JVM, found ${pids.length}`);
+  const pid = pids[0]!;
+  const client = await connectCassandra({
+    contactPoints: cassandra.contactPoints,
+    localDataCenter: cassandra.localDataCenter,
+  });
+  const ks = `bench_rows_${randomBytes(4).toString("hex")}`;
+  await client.execute(`CREATE KEYSPACE ${ks} WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}`);
+  await client.execute(
+    `CREATE TABLE ${ks}.log (queue text, range_id bigint, bucket int, pos int, kind int, ev blob, batch_end int,
+     evs blob, sealed boolean static, PRIMARY KEY ((queue, range_id, bucket), pos))`,
+  );
+  const write = { prepare: true, consistency: types.consistencies.localQuorum };
+  const range = types.Long.fromNumber(1);
+  const rows = async (queue: string, b: number) => {
+    const queries: { query: string; params: unknown[] }[] = [];
+    for (let i = 0; i < EVENTS; i++) {
+      queries.push({
+        query: `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, kind, ev) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?`,
+        params: [queue, range, b % 100, (b * EVENTS + i) % 16384, 2, randomBytes(90), TTL],
+      });
+    }
+    queries.push({
+      query: `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, batch_end) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
+      params: [queue, range, b % 100, 2 ** 20 + b, b + EVENTS, TTL],
+    });
+    await client.batch(queries, { ...write, logged: false });
+  };
+  const blob = async (queue: string, b: number) => {
+    const parts: Buffer[] = [];
+    for (let i = 0; i < EVENTS; i++) {
+      const ev = randomBytes(90);
+      const head = Buffer.alloc(5);
+      head[0] = 2;
+      head.writeUInt32BE(ev.length, 1);
+      parts.push(head, ev);
+    }
+    await client.execute(
+      `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, batch_end, evs) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?`,
+      [queue, range, b % 100, 2 ** 21 + b, b + EVENTS, Buffer.concat(parts), TTL],
+      write,
+    );
+  };
+  try {
+    for (const [name, run] of [
+      ["a row per event", rows],
+      ["one blob per batch", blob],
+      ["a row per event", rows],
+      ["one blob per batch", blob],
+    ] as const) {
+      for (let i = 0; i < 200; i++) await run(`warm-${name}`, i);
+      const queue = `${name}-${randomBytes(2).toString("hex")}`;
+      const cpu0 = process.cpuUsage();
+      const jvm0 = jvmCpuSeconds(pid);
+      const t0 = performance.now();
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: IN_FLIGHT }, async () => {
+          for (let b = next++; b < BATCHES; b = next++) await run(queue, b);
+        }),
+      );
+      const secs = (performance.now() - t0) / 1000;
+      const cpu = process.cpuUsage(cpu0);
+      const jvm = jvmCpuSeconds(pid) - jvm0;
+      const events = BATCHES * EVENTS;
+      console.log(
+        `${name.padEnd(20)} ${Math.round(events / secs)} events/s; CPU per event: client ` +
+          `${((cpu.user + cpu.system) / events).toFixed(2)} µs, Cassandra ${((jvm * 1e6) / events).toFixed(2)} µs`,
+      );
+    }
+  } finally {
+    await client.execute(`DROP KEYSPACE IF EXISTS ${ks}`);
+    await client.shutdown();
+    await cassandra.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  err => {
+    console.error(err instanceof Error ? err.stack : err);
+    process.exit(1);
+  },
+);
