@@ -14,6 +14,7 @@
  *   BENCH_ACL=trust npx tsx bench/drain.bench.ts    # owner from meta instead of a verified grant
  *   BENCH_FENCE_LEASE=0 npx tsx bench/drain.bench.ts # without the fence lease (every commit: write, then read)
  *   BENCH_MAX_BATCH=8 npx tsx bench/drain.bench.ts  # at most 8 events per batch (default 128)
+ *   BENCH_ACK_NEXT=1 npx tsx bench/drain.bench.ts   # this queue's workers: ackTask with next: true (one call a task)
  *   BENCH_SAMPLES=2000 npx tsx bench/drain.bench.ts # single-caller latency over 2,000 tasks first (default 1,000; 0: none)
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
  *                                                    # (<dir>/drain-<workers>.cpuprofile; the fill is not in it)
@@ -43,6 +44,8 @@ const DEPTH = process.env.BENCH_DEPTH ? Number(process.env.BENCH_DEPTH) : undefi
 const FENCE_LEASE = process.env.BENCH_FENCE_LEASE ? Number(process.env.BENCH_FENCE_LEASE) : undefined;
 /** Events per batch at most; the engine's default when unset. */
 const MAX_BATCH = process.env.BENCH_MAX_BATCH ? Number(process.env.BENCH_MAX_BATCH) : undefined;
+/** Workers ack with `ackTask` `next: true` (one call per task) instead of fetch then ack. */
+const ACK_NEXT = process.env.BENCH_ACK_NEXT === "1";
 /** Tasks of the single-caller latency run (add each, then fetch and ack each); 0 skips it. */
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
 /** Where to write a CPU profile of each measured drain (none when unset). */
@@ -132,6 +135,23 @@ async function drain(
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
       const workerId = `drain-${w}`;
+      if (ACK_NEXT && service === "worker.queue") {
+        let held = await client.call<{ taskId: string } | null, object>(
+          `${service}.fetchTask`,
+          { serviceId, workerId },
+          { meta },
+        );
+        while (held) {
+          const r = await client.call<{ next: { taskId: string } | null }, object>(
+            `${service}.ackTask`,
+            { serviceId, workerId, taskId: held.taskId, next: true },
+            { meta },
+          );
+          done++;
+          held = r.next;
+        }
+        return;
+      }
       for (;;) {
         const v = await client.call(`${service}.fetch`, { serviceId, workerId }, { meta });
         if (v === null) return;

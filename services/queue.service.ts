@@ -72,6 +72,9 @@ interface AckParams {
   taskId?: string;
   result?: unknown;
   error?: unknown;
+  /** ackTask only: answer with the worker's next task too (fetched with `timeToRecover`). */
+  next?: boolean;
+  timeToRecover?: number;
 }
 
 interface FetchParams {
@@ -172,6 +175,11 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
     result: { type: "any", optional: true },
     error: { type: "any", optional: true },
   } as const;
+  const ackTaskParams = {
+    ...ackParams,
+    next: { type: "boolean", optional: true, convert: true },
+    timeToRecover: fetchParams.timeToRecover,
+  } as const;
 
   const queueOf = (ctx: QueueContext<{ serviceId: string }>) => queueKey(ownerOf(ctx), ctx.params.serviceId);
   const fetchTask = (ctx: QueueContext<FetchParams>) =>
@@ -256,11 +264,27 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
           return outcome.ok;
         },
       },
-      /** Like ack, saying why it failed: `{ ok: true, taskId }` or `{ ok: false, reason: "NO_TASK" | "LEASE_LOST" }`. */
+      /**
+       * Like ack, saying why it failed: `{ ok: true, taskId }` or `{ ok: false, reason: "NO_TASK" | "LEASE_LOST" }`.
+       * With `next: true`, also the worker's next task as fetchTask gives it (`next`, or null), from
+       * the same call and usually the same commit: one call per task instead of two.
+       */
       ackTask: {
-        params: ackParams,
+        params: ackTaskParams,
         async handler(ctx: QueueContext<AckParams>) {
-          return this.ackOutcome(ctx);
+          if (!ctx.params.next) return this.ackOutcome(ctx);
+          checkSize("result", ctx.params.result, maxValueBytes, maxValueDepth);
+          checkSize("error", ctx.params.error, maxValueBytes, maxValueDepth);
+          const outcome = await engine.ackThenFetch(
+            ctx,
+            queueOf(ctx),
+            ctx.params.workerId,
+            ctx.params.taskId,
+            { result: ctx.params.result, error: ctx.params.error, meta: ctx.meta },
+            (ctx.params.timeToRecover ?? 60) * 1000,
+          );
+          if (!outcome.ok) this.logger.debug(`ack by ${ctx.params.workerId} refused: ${outcome.reason}`);
+          return outcome;
         },
       },
       /** Heartbeat and progress: extends the lease, says whether the task was cancelled. */

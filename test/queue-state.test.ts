@@ -429,6 +429,29 @@ describe("targeted cases", () => {
     expect(await q.state.ack("w2", "t1", false, async () => sealed(null))).toEqual({ ok: true, taskId: "t1" });
   });
 
+  test("ackThenFetch commits the ack and the next lease together, and answers the next task", async () => {
+    const q = memoryQueue();
+    await add(q, "t1");
+    await add(q, "t2");
+    expect(valueOf(await q.state.fetch("w", 60_000))).toEqual({ taskId: "t1" });
+    const flushes = q.log.flushes.length;
+    const r = await q.state.ackThenFetch("w", "t1", false, async () => sealed(null), 60_000);
+    expect(r).toMatchObject({ ok: true, taskId: "t1" });
+    expect(valueOf(r.next)).toEqual({ taskId: "t2" });
+    expect(q.log.flushes.slice(flushes)).toEqual([[EventKind.Ack, EventKind.Lease]]);
+    expect((await q.state.status("t1")).state).toBe("done");
+    // The worker holds t2 now: a fetch gives it again; a retried ack of t1 still says ok.
+    expect(valueOf(await q.state.fetch("w", 60_000))).toEqual({ taskId: "t2" });
+    expect(await q.state.ack("w", "t1", false, async () => sealed(null))).toEqual({ ok: true, taskId: "t1" });
+    // The last task: next is null; a refused ack (nothing held) still looks for a task.
+    const last = await q.state.ackThenFetch("w", "t2", false, async () => sealed(null), 60_000);
+    expect(last).toEqual({ ok: true, taskId: "t2", next: null });
+    await add(q, "t3");
+    const refused = await q.state.ackThenFetch("w", "t9", false, async () => sealed(null), 60_000);
+    expect(refused).toMatchObject({ ok: false, reason: "NO_TASK" });
+    expect(valueOf(refused.next)).toEqual({ taskId: "t3" });
+  });
+
   test("an idle window is emptied and read back in order when workers return", async () => {
     const q = memoryQueue({ windowMax: 8 });
     for (let i = 0; i < 6; i++) await add(q, `t${i}`);

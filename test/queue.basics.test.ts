@@ -58,6 +58,32 @@ test("after timeToRecover the task goes to the next worker, and the late ack is 
   expect(await broker.call("worker.queue.ack", { serviceId, workerId: "w2" }, opts)).toBe(true);
 });
 
+test("ackTask with next acks and answers the worker's next task in the same call", async () => {
+  const serviceId = randomUUID();
+  for (const n of [1, 2]) await broker.call("worker.queue.add", { serviceId, value: { n }, taskId: `t${n}` }, opts);
+  expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)).toEqual({ n: 1 });
+  const r = await broker.call<any, any>(
+    "worker.queue.ackTask",
+    { serviceId, workerId: "w", taskId: "t1", next: true },
+    opts,
+  );
+  expect(r).toMatchObject({ ok: true, taskId: "t1", next: { taskId: "t2", attempt: 1, value: { n: 2 } } });
+  // The worker holds t2: fetch gives it again, another worker gets nothing.
+  expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "w" }, opts)).toEqual({ n: 2 });
+  expect(await broker.call("worker.queue.fetch", { serviceId, workerId: "other" }, opts)).toBeNull();
+  // A refused ack still fetches (the worker holds nothing either way); an empty queue gives null.
+  expect(
+    await broker.call("worker.queue.ackTask", { serviceId, workerId: "idle", taskId: "t9", next: true }, opts),
+  ).toEqual({ ok: false, reason: "NO_TASK", next: null });
+  // Bad input is refused naming the field, and loses nothing.
+  await expect(
+    broker.call("worker.queue.ackTask", { serviceId, workerId: "w", taskId: "t2", next: "maybe" }, opts),
+  ).rejects.toMatchObject({ type: "VALIDATION_ERROR", data: [expect.objectContaining({ field: "next" })] });
+  expect(
+    await broker.call("worker.queue.ackTask", { serviceId, workerId: "w", taskId: "t2", next: true }, opts),
+  ).toEqual({ ok: true, taskId: "t2", next: null });
+});
+
 test("ack without a task returns false", async () => {
   const serviceId = randomUUID();
   expect(await broker.call("worker.queue.ack", { serviceId, workerId: "nobody" }, opts)).toBe(false);

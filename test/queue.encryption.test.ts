@@ -515,6 +515,43 @@ test("tasks added before and after a key rotation both come back intact", async 
   await fresh.stop();
 });
 
+test("ackTask with next through a node that does not own the queue: the next task comes back opened", async () => {
+  const owner = newOwner();
+  const serviceId = randomUUID();
+  expect(await call(q1, "stats", { serviceId }, owner)).toMatchObject({ ready: 0 });
+  const owns = (b: ServiceBroker) =>
+    (b.getLocalService("worker.queue") as unknown as { engine: { ownedQueues(): string[] } }).engine
+      .ownedQueues()
+      .includes(`${owner}/${serviceId}`);
+  const entry = owns(q1) ? q2 : q1;
+  expect(owns(entry)).toBe(false);
+  const first = { secret: marker("FIRST") };
+  const second = { secret: marker("SECOND") };
+  await call(entry, "add", { serviceId, taskId: "one", value: first }, owner);
+  await call(entry, "add", { serviceId, taskId: "two", value: second }, owner);
+  expect(await call(entry, "fetch", { serviceId, workerId: "w" }, owner)).toEqual(first);
+  const acked = await call(
+    entry,
+    "ackTask",
+    { serviceId, workerId: "w", taskId: "one", next: true, timeToRecover: 30 },
+    owner,
+  );
+  expect(acked).toMatchObject({ ok: true, taskId: "one", next: { taskId: "two", attempt: 1, value: second } });
+  expect(acked.next.leaseUntil).toBeGreaterThan(Date.now() + 20_000);
+  expect(await call(entry, "status", { serviceId, taskId: "one" }, owner)).toMatchObject({ state: "done" });
+  expect(await call(entry, "fetchTask", { serviceId, workerId: "w" }, owner)).toMatchObject({ taskId: "two" });
+  expect(await call(entry, "ackTask", { serviceId, workerId: "w", taskId: "two", next: true }, owner)).toEqual({
+    ok: true,
+    taskId: "two",
+    next: null,
+  });
+  // Without next, ackTask answers as before (no next field).
+  expect(await call(entry, "ackTask", { serviceId, workerId: "w", taskId: "two" }, owner)).toEqual({
+    ok: true,
+    taskId: "two",
+  });
+});
+
 describe("with the keys service away", () => {
   test("add fails with a retryable KEYS_UNAVAILABLE and stores nothing", async () => {
     const owner = newOwner();

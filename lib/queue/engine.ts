@@ -229,6 +229,11 @@ export class QueueEngine {
     waitMs = 0,
   ): Promise<FetchedTask | null> {
     const d = (await this.route({ op: "fetch", key, worker, timeToRecoverMs, waitMs }, caller)) as Delivery | null;
+    return this.opened(caller, key, d);
+  }
+
+  /** A delivery with its value opened for the caller. */
+  private async opened(caller: unknown, key: QueueKey, d: Delivery | null): Promise<FetchedTask | null> {
     if (!d) return null;
     const plain = await this.codec.open(sealContext(key, d.taskId, "value"), d.value, caller);
     return {
@@ -254,6 +259,30 @@ export class QueueEngine {
     const failed = outcome.error !== undefined && outcome.error !== null;
     const sealed = this.lateSeal(key, "result", taskId, withoutGrant(outcome), caller);
     return this.route({ op: "ack", key, worker, taskId, failed, outcome: sealed }, caller) as Promise<AckOutcome>;
+  }
+
+  /**
+   * An ack, then the worker's next task (as `fetch` with `timeToRecoverMs`, no wait) in the same
+   * call: on the owner both events usually share one batch and one commit.
+   */
+  async ackThenFetch(
+    caller: unknown,
+    key: QueueKey,
+    worker: string,
+    taskId: string | undefined,
+    outcome: { result?: unknown; error?: unknown; meta?: unknown },
+    timeToRecoverMs: number,
+  ): Promise<AckOutcome & { next: FetchedTask | null }> {
+    const failed = outcome.error !== undefined && outcome.error !== null;
+    const sealed = this.lateSeal(key, "result", taskId, withoutGrant(outcome), caller);
+    const r = (await this.route(
+      { op: "ack", key, worker, taskId, failed, outcome: sealed, next: { timeToRecoverMs } },
+      caller,
+    )) as AckOutcome & { next?: Delivery | null };
+    const { next, ...acked } = r;
+    // An owner of an older version acks and leaves `next` out: fetch on our own.
+    if (next === undefined) return { ...acked, next: await this.fetch(caller, key, worker, timeToRecoverMs) };
+    return { ...acked, next: await this.opened(caller, key, next) };
   }
 
   update(caller: unknown, key: QueueKey, worker: string, taskId?: string, progress?: unknown): Promise<UpdateOutcome> {

@@ -229,7 +229,9 @@ export class QueueHost {
       case "fetch":
         return state.fetch(r.worker, r.timeToRecoverMs, r.waitMs);
       case "ack":
-        return state.ack(r.worker, r.taskId, r.failed, t => r.outcome(t.id));
+        return r.next
+          ? state.ackThenFetch(r.worker, r.taskId, r.failed, t => r.outcome(t.id), r.next.timeToRecoverMs)
+          : state.ack(r.worker, r.taskId, r.failed, t => r.outcome(t.id));
       case "update":
         return state.update(r.worker, r.taskId, r.progress === undefined ? undefined : t => r.progress!(t.id));
       case "release":

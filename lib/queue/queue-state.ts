@@ -664,6 +664,7 @@ export class QueueState {
     taskId: string | undefined,
     failed: boolean,
     sealResult: (t: Task) => Promise<Sealed>,
+    appended?: () => void,
   ): Promise<AckOutcome> {
     this.lastUsed = Date.now();
     const t = await this.heldBy(worker, taskId);
@@ -690,6 +691,7 @@ export class QueueState {
     else this.end(t, result, result ? at : undefined, as);
     const pending = { taskId: t.id, committed };
     this.pendingAcks.set(worker, pending);
+    appended?.();
     try {
       await committed;
     } finally {
@@ -700,6 +702,29 @@ export class QueueState {
     this.hooks.notify(failed ? "failed" : "completed", t, { workerId: worker });
     if (t.state === "handing-over") this.hooks.handover(t);
     return { ok: true, taskId: t.id };
+  }
+
+  /**
+   * An ack, then a fetch for the same worker started in the same turn as the ack's event was
+   * appended: the lease event follows the ack event in the log, usually in the same batch, so one
+   * commit answers both. The next task is answered only once its lease is committed, and so the
+   * ack before it (commits follow log order). A refused ack (NO_TASK, LEASE_LOST) still fetches:
+   * the worker holds nothing either way.
+   */
+  async ackThenFetch(
+    worker: string,
+    taskId: string | undefined,
+    failed: boolean,
+    sealResult: (t: Task) => Promise<Sealed>,
+    timeToRecoverMs: number,
+  ): Promise<AckOutcome & { next: Delivery | null }> {
+    let next: Promise<Delivery | null> | undefined;
+    const outcome = await this.ack(worker, taskId, failed, sealResult, () => {
+      next = this.fetch(worker, timeToRecoverMs);
+      // Awaited below; if the ack's commit fails first, this one fails the same way, unobserved.
+      next.catch(() => undefined);
+    });
+    return { ...outcome, next: await (next ?? this.fetch(worker, timeToRecoverMs)) };
   }
 
   /** Heartbeat: extends the lease by its timeToRecover (up to maxLeaseMs in all), stores progress. */

@@ -42,7 +42,16 @@ export type QueueRequest =
       retry?: boolean;
     }
   | { op: "fetch"; key: QueueKey; worker: string; timeToRecoverMs: number; waitMs: number }
-  | { op: "ack"; key: QueueKey; worker: string; taskId?: string; failed: boolean; outcome: LateSeal }
+  | {
+      op: "ack";
+      key: QueueKey;
+      worker: string;
+      taskId?: string;
+      failed: boolean;
+      outcome: LateSeal;
+      /** Then fetch the worker's next task (see QueueState.ackThenFetch). */
+      next?: { timeToRecoverMs: number };
+    }
   | { op: "update"; key: QueueKey; worker: string; taskId?: string; progress?: LateSeal }
   | { op: "release"; key: QueueKey; worker: string; taskId?: string; delayMs: number; error?: LateSeal }
   | { op: "cancel"; key: QueueKey; taskId: string; outcome: LateSeal }
@@ -74,7 +83,8 @@ export interface Inspected {
 export interface QueueResults {
   add: true;
   fetch: Delivery | null;
-  ack: AckOutcome;
+  /** `next` only when the request asked for it (an owner of an older version leaves it out). */
+  ack: AckOutcome & { next?: Delivery | null };
   update: UpdateOutcome;
   release: ReleaseOutcome;
   cancel: CancelOutcome;
@@ -151,10 +161,15 @@ export function requestFromWire(w: WireRequest): QueueRequest {
   return r as unknown as QueueRequest;
 }
 
+const deliveryToWire = (d: Delivery | null) => d && { ...d, value: toWire(d.value) };
+const deliveryFromWire = (d: (Omit<Delivery, "value"> & { value: WireSealed }) | null): Delivery | null =>
+  d && { ...d, value: fromWire(d.value) };
+
 export function resultToWire(op: QueueRequest["op"], result: unknown): unknown {
-  if (op === "fetch") {
-    const d = result as Delivery | null;
-    return d && { ...d, value: toWire(d.value) };
+  if (op === "fetch") return deliveryToWire(result as Delivery | null);
+  if (op === "ack") {
+    const a = result as QueueResults["ack"];
+    return a.next === undefined ? a : { ...a, next: deliveryToWire(a.next) };
   }
   if (op === "dead") return (result as DeadEntry[]).map(d => ({ ...d, error: opt(d.error, toWire) }));
   if (op === "status") {
@@ -174,9 +189,10 @@ export function resultToWire(op: QueueRequest["op"], result: unknown): unknown {
 }
 
 export function resultFromWire(op: QueueRequest["op"], wire: unknown): unknown {
-  if (op === "fetch") {
-    const d = wire as (Omit<Delivery, "value"> & { value: WireSealed }) | null;
-    return d && { ...d, value: fromWire(d.value) };
+  if (op === "fetch") return deliveryFromWire(wire as Parameters<typeof deliveryFromWire>[0]);
+  if (op === "ack") {
+    const a = wire as AckOutcome & { next?: Parameters<typeof deliveryFromWire>[0] };
+    return a.next === undefined ? a : { ...a, next: deliveryFromWire(a.next) };
   }
   if (op === "dead") {
     return (wire as (Omit<DeadEntry, "error"> & { error?: WireSealed })[]).map(d => ({

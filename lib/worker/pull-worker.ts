@@ -62,6 +62,8 @@ interface Slot {
   state: SlotState;
   loop?: Promise<void>;
   current?: RunningTask;
+  /** The task the last ack took for this slot (ackThenFetch): run next, without a fetch. */
+  next?: DeliveredTask;
 }
 
 class RunningTask implements WorkerTask<any> {
@@ -211,9 +213,10 @@ export class PullWorker<TValue = any, TResult = unknown> extends EventEmitter<Wo
     while (!this.closing) {
       slot.state = "fetching";
       const started = Date.now();
-      let delivered: DeliveredTask | null;
+      let delivered: DeliveredTask | null = slot.next ?? null;
+      slot.next = undefined;
       try {
-        delivered = await this.transport.fetch(slot.workerId, this.timeToRecover, this.wait);
+        delivered ??= await this.transport.fetch(slot.workerId, this.timeToRecover, this.wait);
       } catch (err) {
         slot.state = "idle";
         if (this.closing) break;
@@ -246,6 +249,13 @@ export class PullWorker<TValue = any, TResult = unknown> extends EventEmitter<Wo
       }
       await this.process(slot, delivered);
     }
+    // Closing: a task the last ack took is given back at once, not left to its lease.
+    const left = slot.next;
+    slot.next = undefined;
+    if (left) {
+      slot.state = "settling";
+      await this.callWithRetries(left.leaseUntil, () => this.transport.release(slot.workerId, left.taskId, 0));
+    }
     slot.state = "stopped";
   }
 
@@ -273,12 +283,19 @@ export class PullWorker<TValue = any, TResult = unknown> extends EventEmitter<Wo
       this.notify("failed", task, new TaskAbortedError("LEASE_LOST", task.id, task.workerId));
       return;
     }
-    if ("result" in outcome) await this.complete(task, outcome.result);
+    if ("result" in outcome) await this.complete(slot, task, outcome.result);
     else await this.fail(task, outcome.error);
   }
 
-  private async complete(task: RunningTask, result: TResult): Promise<void> {
-    const acked = await this.callWithRetries(task.leaseUntil, () => this.transport.ack(task.workerId, task.id, result));
+  private async complete(slot: Slot, task: RunningTask, result: TResult): Promise<void> {
+    // With a transport that can, the ack also takes the slot's next task (one call per task).
+    const chained = this.transport.ackThenFetch?.bind(this.transport);
+    const acked = await this.callWithRetries(task.leaseUntil, async () => {
+      if (!chained || this.closing) return this.transport.ack(task.workerId, task.id, result);
+      const answer = await chained(task.workerId, task.id, result, this.timeToRecover);
+      slot.next = answer.next ?? undefined;
+      return answer.outcome;
+    });
     if ("failure" in acked) {
       // The result itself was refused (too large, invalid): the task fails with that reason.
       if (acked.failure === "rejected") return this.fail(task, acked.error);

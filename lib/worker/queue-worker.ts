@@ -85,6 +85,26 @@ class BrokerTaskTransport implements TaskTransport {
     return leaseOutcome(await this.call<QueueOutcome>("ackTask", { workerId, taskId, result }));
   }
 
+  async ackThenFetch(
+    workerId: string,
+    taskId: string,
+    result: unknown,
+    timeToRecover: number,
+  ): Promise<{ outcome: LeaseOutcome; next?: DeliveredTask | null }> {
+    const answer = await this.call<QueueOutcome & { next?: FetchTaskAnswer | null }>("ackTask", {
+      workerId,
+      taskId,
+      result,
+      next: true,
+      timeToRecover,
+    });
+    const next = answer.next;
+    return {
+      outcome: leaseOutcome(answer),
+      next: next === undefined || next === null ? next : { ...next, cancelled: next.cancelled === true },
+    };
+  }
+
   async update(workerId: string, taskId: string, progress?: unknown): Promise<LeaseOutcome> {
     const params = progress === undefined ? { workerId, taskId } : { workerId, taskId, progress };
     return leaseOutcome(await this.call<QueueOutcome>("update", params));

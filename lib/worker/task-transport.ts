@@ -33,6 +33,17 @@ export interface TaskTransport {
   fetch(workerId: string, timeToRecoverSeconds: number, waitSeconds: number): Promise<DeliveredTask | null>;
   /** Completes the task with the handler's result. */
   ack(workerId: string, taskId: string, result: unknown): Promise<LeaseOutcome>;
+  /**
+   * Completes the task and takes the worker's next one in the same call (no long poll). `next` is
+   * that task, null when none was ready, undefined when the queue did not look (an older version).
+   * Optional: a worker whose transport lacks it acks, then fetches.
+   */
+  ackThenFetch?(
+    workerId: string,
+    taskId: string,
+    result: unknown,
+    timeToRecoverSeconds: number,
+  ): Promise<{ outcome: LeaseOutcome; next?: DeliveredTask | null }>;
   /** Heartbeat (extends the lease by the fetch's timeToRecover), optionally with progress. */
   update(workerId: string, taskId: string, progress?: unknown): Promise<LeaseOutcome>;
   /** Gives the task back after `delaySeconds`, with the error that made it fail; false when the worker no longer holds it. */

@@ -10,7 +10,14 @@ import { compareDue, Parked, type ParkedReader } from "../../lib/queue/parked";
 import { QueueState, type StateHooks } from "../../lib/queue/queue-state";
 import { emptySnapshot, recover, type DerivedWrite, type ParkedSpec } from "../../lib/queue/recovery";
 import type { IndexEntry } from "../../lib/queue/store";
-import { position, type LogEvent, type ParkedTask, type StoredEvent, type Task } from "../../lib/queue/task";
+import {
+  position,
+  type EventKind,
+  type LogEvent,
+  type ParkedTask,
+  type StoredEvent,
+  type Task,
+} from "../../lib/queue/task";
 
 /** An append-only log that commits each batch on the next microtask turn. */
 export class MemoryLog implements LogWriter {
@@ -20,6 +27,8 @@ export class MemoryLog implements LogWriter {
   private pending: { at: number; event: LogEvent; resolve: () => void }[] = [];
   private scheduled = false;
   readonly listeners: ((events: CommittedEvent[]) => void)[] = [];
+  /** The kinds of the events of each flush (one flush: what was appended in one turn), in order. */
+  readonly flushes: EventKind[][] = [];
 
   constructor(readonly range = 1) {
     this.next = position(range, 0, 0);
@@ -49,6 +58,7 @@ export class MemoryLog implements LogWriter {
     const batch = this.pending;
     this.pending = [];
     if (batch.length === 0) return;
+    this.flushes.push(batch.map(p => p.event.kind));
     for (const p of batch) this.events.push({ ...p.event, at: p.at });
     this.committed = batch[batch.length - 1]!.at + 1;
     const committed = batch.map(p => ({ at: p.at, event: p.event }));

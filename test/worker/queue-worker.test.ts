@@ -66,6 +66,34 @@ test("runs at most `concurrency` handlers at once, one worker id per slot", asyn
   expect(await call("stats", { serviceId })).toMatchObject({ ready: 0, inFlight: 0 });
 });
 
+test("each ack brings the slot's next task: one call per task, a long poll only when none came", async () => {
+  const serviceId = randomUUID();
+  const ids = await addTasks(
+    serviceId,
+    Array.from({ length: 8 }, (_, n) => ({ n })),
+  );
+  const calls: string[] = [];
+  const counting: QueueWorkerBroker = {
+    nodeID: f.broker.nodeID,
+    getLogger: f.broker.getLogger.bind(f.broker),
+    call: ((action: string, params?: unknown, opts?: object) => {
+      calls.push(action);
+      return f.broker.call(action, params, opts);
+    }) as ServiceBroker["call"],
+  };
+  const done: string[] = [];
+  const worker = track(
+    new QueueWorker(counting, { serviceId, meta, concurrency: 1, wait: 1, timeToRecover: 20 }, async value => value),
+  );
+  worker.on("completed", task => done.push(task.id));
+  await waitFor(() => done.length === 8, 20_000);
+  expect(done).toEqual(ids);
+  // One fetch found t-0; each ack brought the next task; the last brought none.
+  expect(calls.slice(0, 9)).toEqual(["worker.queue.fetchTask", ...Array<string>(8).fill("worker.queue.ackTask")]);
+  expect(calls.slice(9).every(c => c === "worker.queue.fetchTask")).toBe(true);
+  expect(await call("stats", { serviceId })).toMatchObject({ ready: 0, inFlight: 0 });
+});
+
 test("heartbeats keep a task that runs longer than timeToRecover from going to another worker", async () => {
   const serviceId = randomUUID();
   await addTasks(serviceId, [{ long: true }]);
