@@ -181,7 +181,7 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
           origin: corsOrigins.includes("*") ? "*" : corsOrigins,
           methods: ["GET", "POST"],
           allowedHeaders: ["Authorization", "Content-Type"],
-          exposedHeaders: ["X-Task-Id", "X-Task-Attempt", "X-Lease-Until", "Retry-After"],
+          exposedHeaders: ["X-Task-Id", "X-Task-Attempt", "X-Lease-Until", "X-Task-Cancelled", "X-Ack", "Retry-After"],
           maxAge: 600,
         };
   const jsonParser = ApiGateway.bodyParser.json({ limit: bodyLimit, strict: false, type: () => true });
@@ -369,19 +369,37 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
                 timeout = wait * 1000 + WAIT_TIMEOUT_MARGIN_MS;
               }
               const task = (await this.callQueue(req, "fetchTask", params, timeout)) as FetchedTask | null;
-              if (task === null || task === undefined) return sendEmpty(res);
-              return sendJson(res, 200, JSON.stringify(task.value), {
-                "X-Task-Id": encodeURIComponent(task.taskId),
-                "X-Task-Attempt": String(task.attempt),
-                "X-Lease-Until": String(task.leaseUntil),
-                "X-Task-Cancelled": String(task.cancelled === true),
-              });
+              return sendTask(res, task);
             }
             case "ack": {
               const params = pick(body, ["workerId", "taskId", "result", "error"]);
-              const outcome = (await this.callQueue(req, "ackTask", { serviceId, ...params })) as QueueOutcome;
-              if (!outcome.ok) throw refusal(serviceId, body.workerId, outcome);
-              return sendJson(res, 200, '{"ok":true}');
+              if (!nextWanted(req.$params.query?.next)) {
+                const outcome = (await this.callQueue(req, "ackTask", { serviceId, ...params })) as QueueOutcome;
+                if (!outcome.ok) throw refusal(serviceId, body.workerId, outcome);
+                return sendJson(res, 200, '{"ok":true}');
+              }
+              // ?next=1: the ack, then the worker's next task, answered as fetch answers (the ack's
+              // outcome in X-Ack). A queue service without `next` is asked twice.
+              const timeToRecover = body.timeToRecover;
+              let next: FetchedTask | null | undefined;
+              let outcome: QueueOutcome;
+              if (actionAccepts(this, `${queueService}.ackTask`, "next")) {
+                const answer = (await this.callQueue(req, "ackTask", {
+                  serviceId,
+                  ...params,
+                  next: true,
+                  timeToRecover,
+                })) as QueueOutcome & { next?: FetchedTask | null };
+                ({ next, ...outcome } = answer);
+              } else {
+                outcome = (await this.callQueue(req, "ackTask", { serviceId, ...params })) as QueueOutcome;
+              }
+              if (next === undefined) {
+                const fetchParams = { serviceId, workerId: body.workerId, timeToRecover };
+                next = (await this.callQueue(req, "fetchTask", fetchParams)) as FetchedTask | null;
+              }
+              const ack = outcome.ok ? "ok" : outcome.reason === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK";
+              return sendTask(res, next, { "X-Ack": ack });
             }
             case "add": {
               const params = pick(body, ["value", "token", "taskId", "delay", "notBefore", "maxAttempts"]);
@@ -588,6 +606,14 @@ function requestObject(body: unknown): Record<string, unknown> {
   ]);
 }
 
+/** `?next=1` (or `true`) on ack; absent, `0` or `false`: a plain ack. */
+function nextWanted(raw: unknown): boolean {
+  if (raw === undefined || raw === "0" || raw === "false") return false;
+  if (raw === "1" || raw === "true") return true;
+  const message = "The 'next' query parameter must be 1 or true (or 0 or false)";
+  throw new ValidationError(message, "VALIDATION_ERROR", [{ type: "boolean", field: "next", message, actual: raw }]);
+}
+
 function waitSeconds(raw: unknown): number | undefined {
   if (raw === undefined) return undefined;
   const wait = typeof raw === "string" && /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : NaN;
@@ -639,7 +665,23 @@ function sendJson(res: ServerResponse, status: number, json: string, headers: Re
   res.end(json);
 }
 
-function sendEmpty(res: ServerResponse): void {
-  res.writeHead(204, { "Cache-Control": "no-store" });
+function sendEmpty(res: ServerResponse, headers: Record<string, string> = {}): void {
+  res.writeHead(204, { ...headers, "Cache-Control": "no-store" });
   res.end();
+}
+
+/** A task as fetch answers it: its value as the body, its id, attempt and lease in headers; 204 for none. */
+function sendTask(
+  res: ServerResponse,
+  task: FetchedTask | null | undefined,
+  headers: Record<string, string> = {},
+): void {
+  if (task === null || task === undefined) return sendEmpty(res, headers);
+  sendJson(res, 200, JSON.stringify(task.value), {
+    ...headers,
+    "X-Task-Id": encodeURIComponent(task.taskId),
+    "X-Task-Attempt": String(task.attempt),
+    "X-Lease-Until": String(task.leaseUntil),
+    "X-Task-Cancelled": String(task.cancelled === true),
+  });
 }

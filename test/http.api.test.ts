@@ -66,6 +66,14 @@ const stubQueue: ServiceSchema = {
         return null;
       },
     },
+    /** As a queue of a version before `next`: acks only. */
+    ackTask: {
+      params: { serviceId: "string", workerId: "string", taskId: { type: "string", optional: true } },
+      handler(ctx: Context<Record<string, unknown>, Record<string, unknown>>) {
+        stubCalls.push({ action: "ackTask", params: ctx.params, meta: { ...ctx.meta } });
+        return ctx.params.workerId === "gone" ? { ok: false, reason: "NO_TASK" } : { ok: true, taskId: "t-1" };
+      },
+    },
     update(ctx: Context<Record<string, unknown>, Record<string, unknown>>) {
       stubCalls.push({ action: "update", params: ctx.params, meta: { ...ctx.meta } });
       if (ctx.params.workerId === "gone") return { ok: false, reason: "NO_TASK" };
@@ -321,6 +329,55 @@ describe("fetch and ack", () => {
     expect(expectError(late, 409, "LEASE_LOST").data).toEqual({ serviceId, workerId: "w1", taskId: "slow-1" });
     const ack = await request(route(serviceId, "ack"), { token, body: { workerId: "w2" } });
     expect(ack.status).toBe(200);
+  });
+
+  test("ack?next=1 acks and answers the next task as fetch does, the ack's outcome in X-Ack", async () => {
+    const serviceId = randomUUID();
+    const token = await tokenFor(secret, "owner-f", [serviceId]);
+    for (const n of [1, 2]) await request(route(serviceId, "add"), { token, body: { value: { n }, taskId: `n-${n}` } });
+    await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } });
+    const before = Date.now();
+    const chained = await request(`${route(serviceId, "ack")}?next=1`, {
+      token,
+      body: { workerId: "w", taskId: "n-1", result: "one", timeToRecover: 30 },
+    });
+    expect(chained.status).toBe(200);
+    expect(chained.json).toEqual({ n: 2 });
+    expect(chained.headers.get("x-ack")).toBe("ok");
+    expect(chained.headers.get("x-task-id")).toBe("n-2");
+    expect(chained.headers.get("x-task-attempt")).toBe("1");
+    expect(Number(chained.headers.get("x-lease-until"))).toBeGreaterThanOrEqual(before + 29_000);
+    // The worker holds n-2 now; the last ack brings nothing: 204, still with X-Ack.
+    const again = await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } });
+    expect(again.headers.get("x-task-id")).toBe("n-2");
+    const last = await request(`${route(serviceId, "ack")}?next=true`, {
+      token,
+      body: { workerId: "w", taskId: "n-2" },
+    });
+    expect({ status: last.status, ack: last.headers.get("x-ack"), text: last.text }).toEqual({
+      status: 204,
+      ack: "ok",
+      text: "",
+    });
+    // A refused ack is no 409 here: X-Ack says why, and the worker still gets what is ready.
+    await request(route(serviceId, "add"), { token, body: { value: "three", taskId: "n-3" } });
+    const refused = await request(`${route(serviceId, "ack")}?next=1`, {
+      token,
+      body: { workerId: "w", taskId: "n-9" },
+    });
+    expect({ status: refused.status, ack: refused.headers.get("x-ack"), body: refused.json }).toEqual({
+      status: 200,
+      ack: "NO_TASK",
+      body: "three",
+    });
+    const bad = await request(`${route(serviceId, "ack")}?next=maybe`, {
+      token,
+      body: { workerId: "w", taskId: "n-3" },
+    });
+    expect(expectError(bad, 422, "VALIDATION_ERROR").data).toEqual([expect.objectContaining({ field: "next" })]);
+    expect(
+      (await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } })).headers.get("x-task-id"),
+    ).toBe("n-3");
   });
 
   test("?wait long-polls: a task added while the worker waits is delivered at once; none is 204 after the wait", async () => {
@@ -606,11 +663,26 @@ describe("job control and long-poll (stand-in queue service)", () => {
     expect(stubCalls.filter(c => c.action === "fetchTask").at(-1)!.params).not.toHaveProperty("wait");
   });
 
+  test("ack?next=1 against a queue without next: the gateway acks, then fetches", async () => {
+    const serviceId = randomUUID();
+    const token = await tokenFor(secret, "owner-s", [serviceId]);
+    stubCalls.length = 0;
+    const answer = await request(`${stubBase}/queue/${serviceId}/ack?next=1`, {
+      token,
+      body: { workerId: "w", taskId: "t-1", timeToRecover: 5 },
+    });
+    expect({ status: answer.status, ack: answer.headers.get("x-ack") }).toEqual({ status: 204, ack: "ok" });
+    expect(stubCalls.map(c => [c.action, c.params])).toEqual([
+      ["ackTask", { serviceId, workerId: "w", taskId: "t-1" }],
+      ["fetchTask", { serviceId, workerId: "w", timeToRecover: 5 }],
+    ]);
+  });
+
   test("a queue action no node offers is 503 QUEUE_UNAVAILABLE with Retry-After", async () => {
     const serviceId = randomUUID();
     const token = await tokenFor(secret, "owner-s", [serviceId]);
-    const answer = await request(`${stubBase}/queue/${serviceId}/ack`, { token, body: { workerId: "w" } });
-    expect(expectError(answer, 503, "QUEUE_UNAVAILABLE").data).toEqual({ action: "stub.queue.ackTask" });
+    const answer = await request(`${stubBase}/queue/${serviceId}/add`, { token, body: { value: 1 } });
+    expect(expectError(answer, 503, "QUEUE_UNAVAILABLE").data).toEqual({ action: "stub.queue.add" });
     expect(answer.headers.get("retry-after")).toBe("1");
   });
 });

@@ -147,11 +147,26 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
       [queuePath("ack")]: {
         post: {
           operationId: "ackTask",
-          summary: "Complete the task this worker holds",
-          parameters: [serviceIdParameter],
+          summary: "Complete the task this worker holds (with ?next=1, also take the next one)",
+          description:
+            "Without `next`: 200 `{ ok: true }`, or 409 when the worker no longer holds the task. With `?next=1`: " +
+            "the ack, then the worker's next task (as fetch with the body's timeToRecover, no long poll), answered " +
+            "as fetch answers (200 with the value and the task headers, 204 for none); the ack's outcome is in " +
+            "X-Ack (`ok`, `NO_TASK` or `LEASE_LOST`) and a refused ack is no 409. One request per task.",
+          parameters: [
+            serviceIdParameter,
+            {
+              name: "next",
+              in: "query",
+              required: false,
+              description: "1 or true: answer with the worker's next task too.",
+              schema: { type: "string", enum: ["1", "true", "0", "false"] },
+            },
+          ],
           requestBody: jsonBody(ref("AckRequest")),
           responses: {
-            "200": jsonResponse("The task is completed.", ref("Ok")),
+            "200": jsonResponse("The task is completed (with ?next=1: the next task's value and headers, X-Ack).", {}),
+            "204": { description: "With ?next=1: the ack's outcome in X-Ack, and no task ready." },
             "409": errorRef("NoTaskOrLeaseLost"),
             ...commonErrors,
           },
@@ -353,6 +368,11 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
             taskId,
             result: { description: "Any JSON, handed to the workflow when the task carries a token." },
             error: { description: "Any JSON describing a failure, handed to the workflow instead of a result." },
+            timeToRecover: {
+              type: "number",
+              exclusiveMinimum: 0,
+              description: "With ?next=1: the next task's lease in seconds (default 60).",
+            },
           },
         },
         AddRequest: {

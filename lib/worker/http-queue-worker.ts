@@ -75,21 +75,39 @@ export class HttpQueueClient implements TaskTransport {
   async fetch(workerId: string, timeToRecover: number, wait: number): Promise<DeliveredTask | null> {
     const query = wait > 0 ? `?wait=${wait}` : "";
     const res = await this.post("fetch", { workerId, timeToRecover }, query, wait * 1000 + this.callTimeout);
-    if (res.status === 204) {
-      await drain(res);
-      return null;
-    }
-    return {
-      taskId: decodeURIComponent(res.headers.get("x-task-id") ?? ""),
-      attempt: Number(res.headers.get("x-task-attempt")),
-      leaseUntil: Number(res.headers.get("x-lease-until")),
-      cancelled: res.headers.get("x-task-cancelled") === "true",
-      value: await res.json(),
-    };
+    return taskOf(res);
   }
 
   async ack(workerId: string, taskId: string, result: unknown): Promise<LeaseOutcome> {
     return this.leaseCall("ack", { workerId, taskId, result });
+  }
+
+  /** `ack?next=1`: the ack's outcome in X-Ack, the next task as fetch answers it. */
+  async ackThenFetch(
+    workerId: string,
+    taskId: string,
+    result: unknown,
+    timeToRecover: number,
+  ): Promise<{ outcome: LeaseOutcome; next?: DeliveredTask | null }> {
+    let res: Response;
+    try {
+      res = await this.post("ack", { workerId, taskId, result, timeToRecover }, "?next=1");
+    } catch (err) {
+      // A gateway without ?next refuses a lost ack with 409, as for a plain ack.
+      if (err instanceof HttpApiError && err.status === 409) {
+        return { outcome: { ok: false, reason: err.type === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK" } };
+      }
+      throw err;
+    }
+    const ack = res.headers.get("x-ack");
+    if (ack === null) {
+      // A gateway without ?next acked (200 {"ok":true}) and fetched nothing.
+      await drain(res);
+      return { outcome: { ok: true } };
+    }
+    const outcome: LeaseOutcome =
+      ack === "ok" ? { ok: true } : { ok: false, reason: ack === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK" };
+    return { outcome, next: await taskOf(res) };
   }
 
   async update(workerId: string, taskId: string, progress?: unknown): Promise<LeaseOutcome> {
@@ -180,6 +198,21 @@ export class HttpQueueWorker<TValue = any, TResult = unknown> extends PullWorker
 }
 
 /** Reads a body to its end, so that the keep-alive connection can be reused. */
+/** A fetch-shaped answer: 204 for none, else the value as the body and the task in headers. */
+async function taskOf(res: Response): Promise<DeliveredTask | null> {
+  if (res.status === 204) {
+    await drain(res);
+    return null;
+  }
+  return {
+    taskId: decodeURIComponent(res.headers.get("x-task-id") ?? ""),
+    attempt: Number(res.headers.get("x-task-attempt")),
+    leaseUntil: Number(res.headers.get("x-lease-until")),
+    cancelled: res.headers.get("x-task-cancelled") === "true",
+    value: await res.json(),
+  };
+}
+
 async function drain(res: Response): Promise<void> {
   await res.arrayBuffer().catch(() => undefined);
 }

@@ -126,6 +126,34 @@ test("processes tasks over HTTP: results acked, a failure retried, heartbeats ke
   }
 });
 
+test("each ack brings the next task (ack?next=1): one request per task", async () => {
+  const serviceId = randomUUID();
+  const token = await tokenFor(secret, OWNER, [serviceId]);
+  const producer = new HttpQueueClient({ baseUrl, token, serviceId });
+  for (let n = 0; n < 6; n++) await producer.add({ n }, { taskId: `c-${n}` });
+  const urls: string[] = [];
+  const server = (gateway.getLocalService("api") as unknown as { server: Server }).server;
+  // The operation and query of each request to this queue (the gateway may strip its prefix first).
+  const seen = (req: { url?: string }) =>
+    (req.url ?? "").includes(serviceId) && urls.push((req.url ?? "").split("/").at(-1)!);
+  server.on("request", seen);
+  try {
+    const done: string[] = [];
+    const worker = new HttpQueueWorker(
+      { baseUrl, token, serviceId, concurrency: 1, wait: 1, timeToRecover: 20 },
+      async (value: { n: number }) => value.n,
+    );
+    running.push(worker);
+    worker.on("completed", task => done.push(task.id));
+    await waitFor(() => done.length === 6, 20_000);
+    expect(done).toEqual([0, 1, 2, 3, 4, 5].map(n => `c-${n}`));
+    expect(urls.slice(0, 7)).toEqual(["fetch?wait=1", ...Array<string>(6).fill("ack?next=1")]);
+  } finally {
+    server.off("request", seen);
+  }
+  expect(await call("stats", { serviceId })).toMatchObject({ ready: 0, inFlight: 0 });
+});
+
 describe("a refused token stops the worker with one clear error, without a retry storm", () => {
   let requests = 0;
   const count = () => requests++;
