@@ -379,8 +379,23 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
                 return sendJson(res, 200, '{"ok":true}');
               }
               // ?next=1: the ack, then the worker's next task, answered as fetch answers (the ack's
-              // outcome in X-Ack). A queue service without `next` is asked twice.
+              // outcome in X-Ack). A queue service without `next` is asked twice. Both checks come
+              // before the ack: a retry without the task id could ack the task the first attempt
+              // took, and a bad lease refused after the ack would report a completed task as failed.
+              if (typeof body.taskId !== "string" || body.taskId === "") {
+                throw invalidField("taskId", "ack?next=1 must name the task it acks (taskId)", body.taskId);
+              }
               const timeToRecover = body.timeToRecover;
+              if (
+                timeToRecover !== undefined &&
+                (typeof timeToRecover !== "number" || !Number.isFinite(timeToRecover) || timeToRecover <= 0)
+              ) {
+                throw invalidField(
+                  "timeToRecover",
+                  "timeToRecover must be a positive number of seconds",
+                  timeToRecover,
+                );
+              }
               let next: FetchedTask | null | undefined;
               let outcome: QueueOutcome;
               if (actionAccepts(this, `${queueService}.ackTask`, "next")) {
@@ -604,6 +619,11 @@ function requestObject(body: unknown): Record<string, unknown> {
   throw new ValidationError("The request body must be a JSON object", "VALIDATION_ERROR", [
     { type: "object", field: "body", message: "The request body must be a JSON object" },
   ]);
+}
+
+/** A 422 naming the field, as the queue's own validation gives it. */
+function invalidField(field: string, message: string, actual: unknown): Error {
+  return new ValidationError(message, "VALIDATION_ERROR", [{ type: "invalid", field, message, actual }]);
 }
 
 /** `?next=1` (or `true`) on ack; absent, `0` or `false`: a plain ack. */

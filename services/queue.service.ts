@@ -132,6 +132,17 @@ function checkForwarded(request: WireRequest, maxTtrSeconds: number): void {
   within("timeToRecoverMs", maxTtrSeconds * 1000);
   within("limit", 10_000);
   within("offset", 1_000_000_000);
+  if (request.next !== undefined) {
+    const next = request.next as { timeToRecoverMs?: unknown } | null;
+    const ttr = next?.timeToRecoverMs;
+    if (typeof ttr !== "number" || !Number.isFinite(ttr) || ttr <= 0 || ttr > maxTtrSeconds * 1000) {
+      throw bad(
+        "next.timeToRecoverMs",
+        `next.timeToRecoverMs must be a number above 0, at most ${maxTtrSeconds * 1000}`,
+      );
+    }
+    if (typeof request.taskId !== "string") throw bad("taskId", "an ack with next must name its taskId");
+  }
 }
 
 /** Size and depth of a JSON value: typed errors naming the field, before anything serializes it. */
@@ -273,6 +284,10 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         params: ackTaskParams,
         async handler(ctx: QueueContext<AckParams>) {
           if (!ctx.params.next) return this.ackOutcome(ctx);
+          // A retried ack without its task id would complete the task the first attempt took next.
+          if (ctx.params.taskId === undefined) {
+            throw new InvalidParameterError("taskId", "ackTask with next must name the task it acks (taskId)");
+          }
           checkSize("result", ctx.params.result, maxValueBytes, maxValueDepth);
           checkSize("error", ctx.params.error, maxValueBytes, maxValueDepth);
           const outcome = await engine.ackThenFetch(

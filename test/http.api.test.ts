@@ -375,6 +375,14 @@ describe("fetch and ack", () => {
       body: { workerId: "w", taskId: "n-3" },
     });
     expect(expectError(bad, 422, "VALIDATION_ERROR").data).toEqual([expect.objectContaining({ field: "next" })]);
+    // Checked before the ack: a next without the task id, or a bad lease, acks nothing.
+    for (const [body, field] of [
+      [{ workerId: "w" }, "taskId"],
+      [{ workerId: "w", taskId: "n-3", timeToRecover: "abc" }, "timeToRecover"],
+    ] as const) {
+      const refusedBody = await request(`${route(serviceId, "ack")}?next=1`, { token, body });
+      expect(expectError(refusedBody, 422, "VALIDATION_ERROR").data).toEqual([expect.objectContaining({ field })]);
+    }
     expect(
       (await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } })).headers.get("x-task-id"),
     ).toBe("n-3");

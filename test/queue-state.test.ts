@@ -437,7 +437,7 @@ describe("targeted cases", () => {
     const flushes = q.log.flushes.length;
     const r = await q.state.ackThenFetch("w", "t1", false, async () => sealed(null), 60_000);
     expect(r).toMatchObject({ ok: true, taskId: "t1" });
-    expect(valueOf(r.next)).toEqual({ taskId: "t2" });
+    expect(valueOf(r.next ?? null)).toEqual({ taskId: "t2" });
     expect(q.log.flushes.slice(flushes)).toEqual([[EventKind.Ack, EventKind.Lease]]);
     expect((await q.state.status("t1")).state).toBe("done");
     // The worker holds t2 now: a fetch gives it again; a retried ack of t1 still says ok.
@@ -449,7 +449,12 @@ describe("targeted cases", () => {
     await add(q, "t3");
     const refused = await q.state.ackThenFetch("w", "t9", false, async () => sealed(null), 60_000);
     expect(refused).toMatchObject({ ok: false, reason: "NO_TASK" });
-    expect(valueOf(refused.next)).toEqual({ taskId: "t3" });
+    expect(valueOf(refused.next ?? null)).toEqual({ taskId: "t3" });
+    // Without the task id a retry could ack the task the first attempt took: refused.
+    await expect(q.state.ackThenFetch("w", undefined, false, async () => sealed(null), 60_000)).rejects.toThrow(
+      /needs the id/,
+    );
+    expect(valueOf(await q.state.fetch("w", 60_000))).toEqual({ taskId: "t3" });
   });
 
   test("an idle window is emptied and read back in order when workers return", async () => {

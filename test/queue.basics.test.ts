@@ -75,7 +75,11 @@ test("ackTask with next acks and answers the worker's next task in the same call
   expect(
     await broker.call("worker.queue.ackTask", { serviceId, workerId: "idle", taskId: "t9", next: true }, opts),
   ).toEqual({ ok: false, reason: "NO_TASK", next: null });
-  // Bad input is refused naming the field, and loses nothing.
+  // Bad input is refused naming the field, and loses nothing. Without the task id a retry could ack
+  // the task the first attempt took next, so next needs it.
+  await expect(
+    broker.call("worker.queue.ackTask", { serviceId, workerId: "w", next: true }, opts),
+  ).rejects.toMatchObject({ type: "INVALID_PARAMETER", data: { field: "taskId" } });
   await expect(
     broker.call("worker.queue.ackTask", { serviceId, workerId: "w", taskId: "t2", next: "maybe" }, opts),
   ).rejects.toMatchObject({ type: "VALIDATION_ERROR", data: [expect.objectContaining({ field: "next" })] });

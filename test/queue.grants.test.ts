@@ -368,6 +368,18 @@ test("a forwarded request must name its queue properly, whoever sent it", async 
   for (const request of [
     { op: "stats", ownerId: A, serviceId: `x/${randomUUID()}` },
     { op: "fetch", ownerId: A, serviceId: randomUUID(), worker: "w", timeToRecoverMs: 1000, waitMs: 10 ** 9 },
+    // An ack with next whose lease would never end, has none, or names no task.
+    {
+      op: "ack",
+      ownerId: A,
+      serviceId: randomUUID(),
+      worker: "w",
+      taskId: "t",
+      failed: false,
+      next: { timeToRecoverMs: 1e15 },
+    },
+    { op: "ack", ownerId: A, serviceId: randomUUID(), worker: "w", taskId: "t", failed: false, next: {} },
+    { op: "ack", ownerId: A, serviceId: randomUUID(), worker: "w", failed: false, next: { timeToRecoverMs: 1000 } },
   ]) {
     const err = await rejection(
       intruder.call("worker.queue.shardExec", { request }, { meta: { grant: g }, nodeID: q1.nodeID }),

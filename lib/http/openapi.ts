@@ -165,8 +165,33 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
           ],
           requestBody: jsonBody(ref("AckRequest")),
           responses: {
-            "200": jsonResponse("The task is completed (with ?next=1: the next task's value and headers, X-Ack).", {}),
-            "204": { description: "With ?next=1: the ack's outcome in X-Ack, and no task ready." },
+            "200": jsonResponse(
+              "The task is completed: `{ ok: true }`; with ?next=1, the next task's value (any JSON) and headers.",
+              { oneOf: [ref("Ok"), {}] },
+              {
+                "X-Ack": {
+                  description: "With ?next=1: the ack's outcome, `ok`, `NO_TASK` or `LEASE_LOST`.",
+                  schema: { type: "string", enum: ["ok", "NO_TASK", "LEASE_LOST"] },
+                },
+                "X-Task-Id": {
+                  description: "With ?next=1: the next task's id, percent-encoded.",
+                  schema: { type: "string" },
+                },
+                "X-Task-Attempt": { description: "With ?next=1: its attempt.", schema: { type: "integer" } },
+                "X-Lease-Until": {
+                  description: "With ?next=1: its lease end, ms since the epoch.",
+                  schema: { type: "integer" },
+                },
+                "X-Task-Cancelled": {
+                  description: "With ?next=1: whether it was cancelled.",
+                  schema: { type: "boolean" },
+                },
+              },
+            ),
+            "204": {
+              description: "With ?next=1: no task ready; the ack's outcome in X-Ack.",
+              headers: { "X-Ack": { schema: { type: "string", enum: ["ok", "NO_TASK", "LEASE_LOST"] } } },
+            },
             "409": errorRef("NoTaskOrLeaseLost"),
             ...commonErrors,
           },
@@ -370,7 +395,8 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
             error: { description: "Any JSON describing a failure, handed to the workflow instead of a result." },
             timeToRecover: {
               type: "number",
-              exclusiveMinimum: 0,
+              minimum: 0,
+              exclusiveMinimum: true,
               description: "With ?next=1: the next task's lease in seconds (default 60).",
             },
           },

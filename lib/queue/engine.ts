@@ -7,7 +7,7 @@
 import { RecentMap } from "./recent-map";
 import { errors, types, type Client } from "cassandra-driver";
 import type { Sealed, ValueCodec } from "../codec";
-import { ConfigurationError, StorageError, StorageUnavailableError } from "../errors";
+import { ConfigurationError, InvalidParameterError, StorageError, StorageUnavailableError } from "../errors";
 import type { HandoverTarget } from "./handover";
 import { Membership, type Beat } from "./membership";
 import { defaultEngineOptions, type QueueEngineOptions } from "./options";
@@ -263,7 +263,9 @@ export class QueueEngine {
 
   /**
    * An ack, then the worker's next task (as `fetch` with `timeToRecoverMs`, no wait) in the same
-   * call: on the owner both events usually share one batch and one commit.
+   * call: on the owner both events usually share one batch and one commit. `next` is undefined
+   * when the next task could not be given (its value did not open, say): the ack's outcome still
+   * stands, and the caller fetches on its own, where the error shows.
    */
   async ackThenFetch(
     caller: unknown,
@@ -272,7 +274,8 @@ export class QueueEngine {
     taskId: string | undefined,
     outcome: { result?: unknown; error?: unknown; meta?: unknown },
     timeToRecoverMs: number,
-  ): Promise<AckOutcome & { next: FetchedTask | null }> {
+  ): Promise<AckOutcome & { next?: FetchedTask | null }> {
+    if (taskId === undefined) throw new InvalidParameterError("taskId", "an ack with next must name its taskId");
     const failed = outcome.error !== undefined && outcome.error !== null;
     const sealed = this.lateSeal(key, "result", taskId, withoutGrant(outcome), caller);
     const r = (await this.route(
@@ -280,9 +283,13 @@ export class QueueEngine {
       caller,
     )) as AckOutcome & { next?: Delivery | null };
     const { next, ...acked } = r;
-    // An owner of an older version acks and leaves `next` out: fetch on our own.
-    if (next === undefined) return { ...acked, next: await this.fetch(caller, key, worker, timeToRecoverMs) };
-    return { ...acked, next: await this.opened(caller, key, next) };
+    try {
+      // An owner of an older version acks and leaves `next` out: fetch on our own.
+      if (next === undefined) return { ...acked, next: await this.fetch(caller, key, worker, timeToRecoverMs) };
+      return { ...acked, next: await this.opened(caller, key, next) };
+    } catch {
+      return acked;
+    }
   }
 
   update(caller: unknown, key: QueueKey, worker: string, taskId?: string, progress?: unknown): Promise<UpdateOutcome> {

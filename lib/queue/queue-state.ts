@@ -709,7 +709,8 @@ export class QueueState {
    * appended: the lease event follows the ack event in the log, usually in the same batch, so one
    * commit answers both. The next task is answered only once its lease is committed, and so the
    * ack before it (commits follow log order). A refused ack (NO_TASK, LEASE_LOST) still fetches:
-   * the worker holds nothing either way.
+   * the worker holds nothing either way. `taskId` is required: a retry without it would ack the
+   * task the first attempt took next.
    */
   async ackThenFetch(
     worker: string,
@@ -717,14 +718,21 @@ export class QueueState {
     failed: boolean,
     sealResult: (t: Task) => Promise<Sealed>,
     timeToRecoverMs: number,
-  ): Promise<AckOutcome & { next: Delivery | null }> {
+  ): Promise<AckOutcome & { next?: Delivery | null }> {
+    // Without the id, a retry (of a caller, or of a forward) would ack the task the first attempt took.
+    if (taskId === undefined) throw new Error("ackThenFetch needs the id of the task it acks");
     let next: Promise<Delivery | null> | undefined;
     const outcome = await this.ack(worker, taskId, failed, sealResult, () => {
       next = this.fetch(worker, timeToRecoverMs);
       // Awaited below; if the ack's commit fails first, this one fails the same way, unobserved.
       next.catch(() => undefined);
     });
-    return { ...outcome, next: await (next ?? this.fetch(worker, timeToRecoverMs)) };
+    try {
+      return { ...outcome, next: await (next ?? this.fetch(worker, timeToRecoverMs)) };
+    } catch {
+      // The ack stands; the worker's own fetch will meet (and report) whatever failed here.
+      return outcome;
+    }
   }
 
   /** Heartbeat: extends the lease by its timeToRecover (up to maxLeaseMs in all), stores progress. */

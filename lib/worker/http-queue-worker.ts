@@ -197,7 +197,6 @@ export class HttpQueueWorker<TValue = any, TResult = unknown> extends PullWorker
   }
 }
 
-/** Reads a body to its end, so that the keep-alive connection can be reused. */
 /** A fetch-shaped answer: 204 for none, else the value as the body and the task in headers. */
 async function taskOf(res: Response): Promise<DeliveredTask | null> {
   if (res.status === 204) {
@@ -213,6 +212,7 @@ async function taskOf(res: Response): Promise<DeliveredTask | null> {
   };
 }
 
+/** Reads a body to its end, so that the keep-alive connection can be reused. */
 async function drain(res: Response): Promise<void> {
   await res.arrayBuffer().catch(() => undefined);
 }

@@ -289,9 +289,11 @@ export class PullWorker<TValue = any, TResult = unknown> extends EventEmitter<Wo
 
   private async complete(slot: Slot, task: RunningTask, result: TResult): Promise<void> {
     // With a transport that can, the ack also takes the slot's next task (one call per task).
-    const chained = this.transport.ackThenFetch?.bind(this.transport);
+    // Decided once: a retry of a chained ack chains too, so that a task an attempt took whose
+    // answer was lost comes back here (and is released by the slot when the worker is closing).
+    const chained = this.closing ? undefined : this.transport.ackThenFetch?.bind(this.transport);
     const acked = await this.callWithRetries(task.leaseUntil, async () => {
-      if (!chained || this.closing) return this.transport.ack(task.workerId, task.id, result);
+      if (!chained) return this.transport.ack(task.workerId, task.id, result);
       const answer = await chained(task.workerId, task.id, result, this.timeToRecover);
       slot.next = answer.next ?? undefined;
       return answer.outcome;
