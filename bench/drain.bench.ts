@@ -21,9 +21,8 @@
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
  *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
  */
-import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import os from "node:os";
 import type { Client } from "cassandra-driver";
@@ -34,6 +33,7 @@ import { createKeysService } from "../services/keys.service";
 import { mintAccessToken } from "../lib/http/access-token";
 import { AclMiddleware } from "../middleware/acl.middleware";
 import { memoryQueueSchema } from "./fixtures/memory-queue";
+import { cassandraPids, percentile, processCpu } from "./harness";
 import { createQueueService } from "../services/queue.service";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
@@ -99,23 +99,6 @@ class StatementCounter {
   }
 }
 
-/** CPU seconds used so far by the process with this pid (user + system). */
-function processCpu(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return ticks / 100;
-}
-
-/** The Cassandra JVMs on this machine (all of them: with BENCH_CLUSTER, run nothing else). */
-function cassandraPids(): number[] {
-  try {
-    const out = execFileSync("pgrep", ["-f", "org.apache.cassandra.service.CassandraDaemon"], { encoding: "utf8" });
-    return out.trim().split("\n").map(Number);
-  } catch {
-    return [];
-  }
-}
-
 async function fill(client: ServiceBroker, serviceId: string, n: number, service = "worker.queue"): Promise<void> {
   let next = 0;
   await Promise.all(
@@ -163,10 +146,6 @@ async function drain(
   return done;
 }
 
-function p(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((q / 100) * sorted.length))] ?? NaN;
-}
-
 /** One caller, one call at a time: add N tasks, then fetch (a new task) and ack each; p50 / p99 per call. */
 async function latencies(client: ServiceBroker, n: number, service: string): Promise<string> {
   const serviceId = randomUUID();
@@ -187,7 +166,7 @@ async function latencies(client: ServiceBroker, n: number, service: string): Pro
   return Object.entries(times)
     .map(([k, v]) => {
       const s = [...v].sort((x, y) => x - y);
-      return `${k} p50 ${p(s, 50).toFixed(3)} ms p99 ${p(s, 99).toFixed(3)} ms`;
+      return `${k} p50 ${percentile(s, 50).toFixed(3)} ms p99 ${percentile(s, 99).toFixed(3)} ms`;
     })
     .join(", ");
 }

@@ -3,7 +3,9 @@
  * when asked, the HTTP gateway, against a real Cassandra (started unless CASSANDRA_CONTACT_POINTS is
  * set); the sample value; percentiles; and one worker's fetch + ack over HTTP or broker.call.
  */
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
@@ -81,6 +83,23 @@ export async function startBenchNode(name: string, withApi = false): Promise<Ben
       `load ${os.loadavg()[0]!.toFixed(2)}; node ${process.version}; Cassandra at ${cassandra.contactPoints.join(",")}`,
   );
   return { broker, api, stop };
+}
+
+/** CPU seconds used so far by the process with this pid (user + system). */
+export function processCpu(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / 100;
+}
+
+/** The Cassandra JVMs on this machine (all of them: with a local cluster, run nothing else). */
+export function cassandraPids(): number[] {
+  try {
+    const out = execFileSync("pgrep", ["-f", "org.apache.cassandra.service.CassandraDaemon"], { encoding: "utf8" });
+    return out.trim().split("\n").map(Number);
+  } catch {
+    return [];
+  }
 }
 
 export function percentile(sorted: number[], p: number): number {

@@ -6,29 +6,20 @@
  *
  *   npx tsx bench/row-layout.bench.ts      # starts a local Cassandra unless CASSANDRA_CONTACT_POINTS is set
  */
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { types } from "cassandra-driver";
 import { connectCassandra } from "../lib/cassandra/client";
 import { ensureCassandra } from "../scripts/cassandra-launcher";
+import { cassandraPids, processCpu } from "./harness";
 
 const EVENTS = 32;
 const BATCHES = Number(process.env.BENCH_BATCHES ?? 1500);
 const IN_FLIGHT = 4;
 const TTL = 7 * 86_400;
 
-function jvmCpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 async function main(): Promise<void> {
   const cassandra = await ensureCassandra({ reuseIfRunning: true });
-  const pids = execFileSync("pgrep", ["-f", "org.apache.cassandra.service.CassandraDaemon"], { encoding: "utf8" })
-    .trim()
-    .split("\n")
-    .map(Number);
+  const pids = cassandraPids();
   if (pids.length !== 1) throw new Error(`expected one local Cassandra JVM, found ${pids.length}`);
   const pid = pids[0]!;
   const client = await connectCassandra({
@@ -82,7 +73,7 @@ async function main(): Promise<void> {
       for (let i = 0; i < 200; i++) await run(`warm-${name}`, i);
       const queue = `${name}-${randomBytes(2).toString("hex")}`;
       const cpu0 = process.cpuUsage();
-      const jvm0 = jvmCpuSeconds(pid);
+      const jvm0 = processCpu(pid);
       const t0 = performance.now();
       let next = 0;
       await Promise.all(
@@ -92,7 +83,7 @@ async function main(): Promise<void> {
       );
       const secs = (performance.now() - t0) / 1000;
       const cpu = process.cpuUsage(cpu0);
-      const jvm = jvmCpuSeconds(pid) - jvm0;
+      const jvm = processCpu(pid) - jvm0;
       const events = BATCHES * EVENTS;
       console.log(
         `${name.padEnd(20)} ${Math.round(events / secs)} events/s; CPU per event: client ` +
