@@ -283,23 +283,7 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
       ackTask: {
         params: ackTaskParams,
         async handler(ctx: QueueContext<AckParams>) {
-          if (!ctx.params.next) return this.ackOutcome(ctx);
-          // A retried ack without its task id would complete the task the first attempt took next.
-          if (ctx.params.taskId === undefined) {
-            throw new InvalidParameterError("taskId", "ackTask with next must name the task it acks (taskId)");
-          }
-          checkSize("result", ctx.params.result, maxValueBytes, maxValueDepth);
-          checkSize("error", ctx.params.error, maxValueBytes, maxValueDepth);
-          const outcome = await engine.ackThenFetch(
-            ctx,
-            queueOf(ctx),
-            ctx.params.workerId,
-            ctx.params.taskId,
-            { result: ctx.params.result, error: ctx.params.error, meta: ctx.meta },
-            (ctx.params.timeToRecover ?? 60) * 1000,
-          );
-          if (!outcome.ok) this.logger.debug(`ack by ${ctx.params.workerId} refused: ${outcome.reason}`);
-          return outcome;
+          return this.ackOutcome(ctx, ctx.params.next === true);
         },
       },
       /** Heartbeat and progress: extends the lease, says whether the task was cancelled. */
@@ -488,14 +472,22 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
       },
     },
     methods: {
-      async ackOutcome(ctx: QueueContext<AckParams>) {
+      /** The ack; with `withNext`, also the worker's next task (the engine requires the taskId then). */
+      async ackOutcome(ctx: QueueContext<AckParams>, withNext = false) {
         checkSize("result", ctx.params.result, maxValueBytes, maxValueDepth);
         checkSize("error", ctx.params.error, maxValueBytes, maxValueDepth);
-        const outcome = await engine.ack(ctx, queueOf(ctx), ctx.params.workerId, ctx.params.taskId, {
-          result: ctx.params.result,
-          error: ctx.params.error,
-          meta: ctx.meta,
-        });
+        const { workerId, taskId } = ctx.params;
+        const acked = { result: ctx.params.result, error: ctx.params.error, meta: ctx.meta };
+        const outcome = withNext
+          ? await engine.ackThenFetch(
+              ctx,
+              queueOf(ctx),
+              workerId,
+              taskId,
+              acked,
+              (ctx.params.timeToRecover ?? 60) * 1000,
+            )
+          : await engine.ack(ctx, queueOf(ctx), workerId, taskId, acked);
         if (!outcome.ok) this.logger.debug(`ack by ${ctx.params.workerId} refused: ${outcome.reason}`);
         return outcome;
       },

@@ -615,7 +615,18 @@ describe("routes", () => {
     );
     const fetchOp = answer.json.paths["/api/queue/{serviceId}/fetch"].post;
     expect(Object.keys(fetchOp.responses)).toEqual(expect.arrayContaining(["200", "204", "401", "403", "422"]));
-    expect(Object.keys(fetchOp.responses["200"].headers)).toEqual(["X-Task-Id", "X-Task-Attempt", "X-Lease-Until"]);
+    // Every header fetch sends (X-Task-Cancelled too, since ack?next=1 shares the list).
+    expect(Object.keys(fetchOp.responses["200"].headers)).toEqual([
+      "X-Task-Id",
+      "X-Task-Attempt",
+      "X-Lease-Until",
+      "X-Task-Cancelled",
+    ]);
+    const ackOp = answer.json.paths["/api/queue/{serviceId}/ack"].post;
+    expect(Object.keys(ackOp.responses["200"].headers)).toEqual([
+      "X-Ack",
+      ...Object.keys(fetchOp.responses["200"].headers),
+    ]);
     expect(answer.json.components.securitySchemes.bearerAuth.scheme).toBe("bearer");
   });
 });

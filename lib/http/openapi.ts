@@ -29,6 +29,29 @@ const jsonResponse = (description: string, schema: Schema, headers?: Schema): Sc
   content: { "application/json": { schema } },
 });
 
+/** The headers of a delivered task (fetch, and ack with ?next=1). */
+const taskHeaders: Schema = {
+  "X-Task-Id": {
+    description: "The task id, percent-encoded (encodeURIComponent); UUIDs appear unchanged.",
+    schema: { type: "string" },
+  },
+  "X-Task-Attempt": { description: "1 on first delivery, +1 per redelivery.", schema: { type: "integer" } },
+  "X-Lease-Until": {
+    description: "End of this worker's lease, in ms since the Unix epoch.",
+    schema: { type: "integer" },
+  },
+  "X-Task-Cancelled": {
+    description: "The task was cancelled while this worker held it: give it back, do not run it.",
+    schema: { type: "boolean" },
+  },
+};
+
+/** With ack?next=1: how the ack went. */
+const ackHeader: Schema = {
+  description: "The ack's outcome: `ok`, `NO_TASK` or `LEASE_LOST`.",
+  schema: { type: "string", enum: ["ok", "NO_TASK", "LEASE_LOST"] },
+};
+
 /** The responses every queue route can give besides its own. */
 const commonErrors: Schema = {
   "400": errorRef("MalformedJson"),
@@ -121,24 +144,7 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
           ],
           requestBody: jsonBody(ref("FetchRequest")),
           responses: {
-            "200": jsonResponse(
-              "The task's value (any JSON).",
-              {},
-              {
-                "X-Task-Id": {
-                  description: "The task id, percent-encoded (encodeURIComponent); UUIDs appear unchanged.",
-                  schema: { type: "string" },
-                },
-                "X-Task-Attempt": {
-                  description: "1 on first delivery, +1 per redelivery.",
-                  schema: { type: "integer" },
-                },
-                "X-Lease-Until": {
-                  description: "End of this worker's lease, in ms since the Unix epoch.",
-                  schema: { type: "integer" },
-                },
-              },
-            ),
+            "200": jsonResponse("The task's value (any JSON).", {}, taskHeaders),
             "204": { description: "No task available." },
             ...commonErrors,
           },
@@ -168,29 +174,11 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
             "200": jsonResponse(
               "The task is completed: `{ ok: true }`; with ?next=1, the next task's value (any JSON) and headers.",
               { oneOf: [ref("Ok"), {}] },
-              {
-                "X-Ack": {
-                  description: "With ?next=1: the ack's outcome, `ok`, `NO_TASK` or `LEASE_LOST`.",
-                  schema: { type: "string", enum: ["ok", "NO_TASK", "LEASE_LOST"] },
-                },
-                "X-Task-Id": {
-                  description: "With ?next=1: the next task's id, percent-encoded.",
-                  schema: { type: "string" },
-                },
-                "X-Task-Attempt": { description: "With ?next=1: its attempt.", schema: { type: "integer" } },
-                "X-Lease-Until": {
-                  description: "With ?next=1: its lease end, ms since the epoch.",
-                  schema: { type: "integer" },
-                },
-                "X-Task-Cancelled": {
-                  description: "With ?next=1: whether it was cancelled.",
-                  schema: { type: "boolean" },
-                },
-              },
+              { "X-Ack": ackHeader, ...taskHeaders },
             ),
             "204": {
               description: "With ?next=1: no task ready; the ack's outcome in X-Ack.",
-              headers: { "X-Ack": { schema: { type: "string", enum: ["ok", "NO_TASK", "LEASE_LOST"] } } },
+              headers: { "X-Ack": ackHeader },
             },
             "409": errorRef("NoTaskOrLeaseLost"),
             ...commonErrors,

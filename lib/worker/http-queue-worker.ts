@@ -95,7 +95,7 @@ export class HttpQueueClient implements TaskTransport {
     } catch (err) {
       // A gateway without ?next refuses a lost ack with 409, as for a plain ack.
       if (err instanceof HttpApiError && err.status === 409) {
-        return { outcome: { ok: false, reason: err.type === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK" } };
+        return { outcome: refused(err.type) };
       }
       throw err;
     }
@@ -105,9 +105,7 @@ export class HttpQueueClient implements TaskTransport {
       await drain(res);
       return { outcome: { ok: true } };
     }
-    const outcome: LeaseOutcome =
-      ack === "ok" ? { ok: true } : { ok: false, reason: ack === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK" };
-    return { outcome, next: await taskOf(res) };
+    return { outcome: ack === "ok" ? { ok: true } : refused(ack), next: await taskOf(res) };
   }
 
   async update(workerId: string, taskId: string, progress?: unknown): Promise<LeaseOutcome> {
@@ -154,7 +152,7 @@ export class HttpQueueClient implements TaskTransport {
       res = await this.post(operation, body);
     } catch (err) {
       if (err instanceof HttpApiError && err.status === 409) {
-        return { ok: false, reason: err.type === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK" };
+        return refused(err.type);
       }
       throw err;
     }
@@ -195,6 +193,11 @@ export class HttpQueueWorker<TValue = any, TResult = unknown> extends PullWorker
       logger: console,
     });
   }
+}
+
+/** Why the worker no longer holds its task, from the gateway's 409 type or X-Ack. */
+function refused(reason: string): LeaseOutcome {
+  return { ok: false, reason: reason === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK" };
 }
 
 /** A fetch-shaped answer: 204 for none, else the value as the body and the task in headers. */

@@ -49,6 +49,11 @@ interface FetchTaskAnswer {
 
 type QueueOutcome = { ok: true; leaseUntil?: number; cancelled?: boolean } | { ok: false; reason?: string };
 
+/** fetchTask's answer as a worker takes it. */
+function deliveredOf(task: FetchTaskAnswer): DeliveredTask {
+  return { ...task, cancelled: task.cancelled === true };
+}
+
 class BrokerTaskTransport implements TaskTransport {
   private readonly queue: string;
   private readonly serviceId: string;
@@ -77,8 +82,7 @@ class BrokerTaskTransport implements TaskTransport {
       { workerId, timeToRecover, wait },
       wait * 1000 + this.callTimeout,
     );
-    if (task === null || task === undefined) return null;
-    return { ...task, cancelled: task.cancelled === true };
+    return task ? deliveredOf(task) : null;
   }
 
   async ack(workerId: string, taskId: string, result: unknown): Promise<LeaseOutcome> {
@@ -98,11 +102,8 @@ class BrokerTaskTransport implements TaskTransport {
       next: true,
       timeToRecover,
     });
-    const next = answer.next;
-    return {
-      outcome: leaseOutcome(answer),
-      next: next === undefined || next === null ? next : { ...next, cancelled: next.cancelled === true },
-    };
+    // next: null when none was ready, undefined when the queue did not look (an older version).
+    return { outcome: leaseOutcome(answer), next: answer.next ? deliveredOf(answer.next) : answer.next };
   }
 
   async update(workerId: string, taskId: string, progress?: unknown): Promise<LeaseOutcome> {
