@@ -12,7 +12,7 @@
  *   npx tsx bench/compare.bench.ts            # REDIS_URL, AMQP_URL, TRANSPORTER, CASSANDRA_CONTACT_POINTS
  *   BENCH_TASKS=5000 npx tsx bench/compare.bench.ts
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { join, resolve } from "node:path";
 import os from "node:os";
@@ -21,16 +21,24 @@ import { Queue, Worker } from "bullmq";
 import type { ServiceBroker } from "moleculer";
 import { ensureCassandra } from "../scripts/cassandra-launcher";
 import { clientBroker, dropKeyspace, freshNames, meta, NATS, StandaloneNode, waitForQueueNodes } from "./cluster";
+import { cassandraPids, cassandraRequestCounts, countsDiff, processCpu } from "./harness";
+import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
 const LATENCY_SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
-const WORKERS = [1, 8, 32];
+const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
+/** BENCH_SUBJECTS=queue,memory,bullmq,rabbitmq (all by default) picks the subjects to measure. */
+const SUBJECTS = new Set((process.env.BENCH_SUBJECTS ?? "queue,memory,bullmq,rabbitmq").split(","));
 const REDIS = new URL(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
 const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const value = { pad: "x".repeat(256 - JSON.stringify({ pad: "" }).length) };
 
 interface Subject {
   name: string;
+  /** Processes whose CPU per task the drains report, by label (the caller is always counted). */
+  pids?: Record<string, number>;
+  /** Cassandra's request counts for the subject's keyspace, to report statements per task. */
+  requests?(): Promise<Record<string, number>>;
   add(queue: string): Promise<void>;
   /** Fetches a new task for the worker and acks it; false when the queue is empty. */
   fetch(queue: string, worker: string): Promise<unknown>;
@@ -58,8 +66,23 @@ async function fill(s: Subject, queue: string, n: number): Promise<void> {
   );
 }
 
+/** CPU seconds used so far by this process and by each labelled one. */
+function cpuOf(pids: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = { caller: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6 };
+  for (const [label, pid] of Object.entries(pids)) {
+    try {
+      out[label] = processCpu(pid);
+    } catch {
+      out[label] = NaN;
+    }
+  }
+  return out;
+}
+
 async function drain(s: Subject, queue: string, workers: number): Promise<number> {
   let done = 0;
+  const req0 = await s.requests?.();
+  const cpu0 = cpuOf(s.pids ?? {});
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
@@ -72,7 +95,18 @@ async function drain(s: Subject, queue: string, workers: number): Promise<number
       }
     }),
   );
-  return done / ((performance.now() - t0) / 1000);
+  const rate = done / ((performance.now() - t0) / 1000);
+  const cpu1 = cpuOf(s.pids ?? {});
+  const per = Object.fromEntries(
+    Object.keys(cpu1).map(k => [k, Math.round(((cpu1[k]! - cpu0[k]!) * 1e6) / Math.max(1, done)) / 1000]),
+  );
+  console.log(`  drain ${workers}: ${Math.round(rate)} tasks/s; CPU ms per task ${JSON.stringify(per)}`);
+  if (req0 && s.requests) {
+    const d = countsDiff(req0, await s.requests());
+    const perReq = Object.entries(d).map(([k, n]) => `${k} ${(n / Math.max(1, done)).toFixed(3)}`);
+    console.log(`    Cassandra requests per task (its own counts): ${perReq.join(", ")}`);
+  }
+  return rate;
 }
 
 async function measure(s: Subject): Promise<Record<string, number>> {
@@ -96,6 +130,7 @@ async function measure(s: Subject): Promise<Record<string, number>> {
   for (const w of WORKERS) {
     const dq = `drain-${w}-${randomUUID()}`;
     await fill(s, dq, TASKS);
+    await new Promise(r => setTimeout(r, 1000)); // as the drain bench: the fill's last writes settle
     out[`drain ${w} workers /s`] = await drain(s, dq, w);
   }
   if (s.push) {
@@ -107,11 +142,19 @@ async function measure(s: Subject): Promise<Record<string, number>> {
 }
 
 /** A Moleculer queue with this project's interface (the worker id names the held task on fetch and ack). */
-function moleculerPull(name: string, broker: ServiceBroker, service: string): Subject {
+function moleculerPull(
+  name: string,
+  broker: ServiceBroker,
+  service: string,
+  pids: Record<string, number>,
+  requests?: () => Promise<Record<string, number>>,
+): Subject {
   const ids = new Map<string, string>();
   const sid = (q: string) => ids.get(q) ?? (ids.set(q, randomUUID()), ids.get(q)!);
   return {
     name,
+    pids,
+    ...(requests ? { requests } : {}),
     add: async q => {
       await broker.call(`${service}.add`, { serviceId: sid(q), value }, { meta });
     },
@@ -240,12 +283,26 @@ async function main(): Promise<void> {
   console.log(
     `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, load ${os.loadavg()[0]!.toFixed(2)}; ${TASKS} tasks per drain`,
   );
-  const subjects: Subject[] = [
-    moleculerPull("this queue (standalone node, callers over NATS)", broker, "worker.queue"),
-    moleculerPull("in-memory Moleculer queue (same NATS)", broker, "memory.queue"),
-    bullSubject(),
-    await rabbitSubject(),
-  ];
+  const natsPid = Number(execFileSync("pgrep", ["-o", "nats-server"], { encoding: "utf8" }).trim() || NaN);
+  const common: Record<string, number> = Number.isFinite(natsPid) ? { nats: natsPid } : {};
+  const subjects: Subject[] = [];
+  const counts = await connectCassandra(cassandraConfigFromEnv());
+  if (SUBJECTS.has("queue"))
+    subjects.push(
+      moleculerPull(
+        "this queue (standalone node, callers over NATS)",
+        broker,
+        "worker.queue",
+        { ...common, node: node.child.pid!, cassandra: cassandraPids()[0] ?? NaN },
+        () => cassandraRequestCounts(counts, keyspace),
+      ),
+    );
+  if (SUBJECTS.has("memory"))
+    subjects.push(
+      moleculerPull("in-memory Moleculer queue (same NATS)", broker, "memory.queue", { ...common, node: memory.pid! }),
+    );
+  if (SUBJECTS.has("bullmq")) subjects.push(bullSubject());
+  if (SUBJECTS.has("rabbitmq")) subjects.push(await rabbitSubject());
   const results: [string, Record<string, number>][] = [];
   try {
     for (const s of subjects) {
@@ -259,6 +316,7 @@ async function main(): Promise<void> {
   } finally {
     for (const s of subjects) await s.close().catch(() => undefined);
     await broker.stop();
+    await counts.shutdown();
     await node.stop();
     memory.kill("SIGTERM");
     await dropKeyspace(keyspace);
@@ -271,10 +329,13 @@ async function main(): Promise<void> {
       `${name.padEnd(48)}${keys.map(k => (r[k] === undefined ? "-" : r[k]! < 50 ? r[k]!.toFixed(2) : Math.round(r[k]!).toString()).padStart(24)).join("")}`,
     );
   }
-  const [mine, floor] = [results[0]![1], results[1]![1]];
-  console.log(
-    `\nthis queue / in-memory over NATS, 32-worker drain: ${((mine["drain 32 workers /s"]! / floor["drain 32 workers /s"]!) * 100).toFixed(0)} %`,
-  );
+  if (SUBJECTS.has("queue") && SUBJECTS.has("memory")) {
+    const [mine, floor] = [results[0]![1], results[1]![1]];
+    for (const w of WORKERS)
+      console.log(
+        `this queue / in-memory over NATS, ${w}-worker drain: ${((mine[`drain ${w} workers /s`]! / floor[`drain ${w} workers /s`]!) * 100).toFixed(0)} %`,
+      );
+  }
 }
 
 main().then(

@@ -18,6 +18,7 @@
  *   BENCH_SAMPLES=2000 npx tsx bench/drain.bench.ts # single-caller latency over 2,000 tasks first (default 1,000; 0: none)
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
  *                                                    # (<dir>/drain-<workers>.cpuprofile; the fill is not in it)
+ *   BENCH_TRANSPORTER=nats://127.0.0.1:4222 npx tsx bench/drain.bench.ts  # both brokers over NATS
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
  *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
  */
@@ -33,7 +34,7 @@ import { createKeysService } from "../services/keys.service";
 import { mintAccessToken } from "../lib/http/access-token";
 import { AclMiddleware } from "../middleware/acl.middleware";
 import { memoryQueueSchema } from "./fixtures/memory-queue";
-import { cassandraPids, percentile, processCpu } from "./harness";
+import { cassandraPids, percentile, processCpu, threadGroupCpu, threadGroupsPerTask } from "./harness";
 import { createQueueService } from "../services/queue.service";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
@@ -52,6 +53,8 @@ const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
 const PROFILE = process.env.BENCH_PROFILE;
 /** Nodes of a local Cassandra cluster to start (127.0.0.2...) with replication factor as many; 0: one node. */
 const CLUSTER = Number(process.env.BENCH_CLUSTER ?? 0);
+/** The transporter between the callers' broker and the queue's (default Fake: in this process). */
+const TRANSPORTER = (process.env.BENCH_TRANSPORTER || "Fake") as "Fake";
 /** Callers carry a signed grant, as on a real network (the ACL middleware verifies it, cached). */
 const grantSecret = randomBytes(32).toString("base64");
 let meta: Record<string, unknown> = {};
@@ -187,7 +190,7 @@ async function main(): Promise<void> {
   const queue = new ServiceBroker({
     nodeID: "drain-queue",
     namespace,
-    transporter: "Fake",
+    transporter: TRANSPORTER,
     logger: false,
     middlewares: [
       process.env.BENCH_ACL === "trust"
@@ -220,7 +223,7 @@ async function main(): Promise<void> {
     }),
   );
   queue.createService(memoryQueueSchema());
-  const callers = new ServiceBroker({ nodeID: "drain-callers", namespace, transporter: "Fake", logger: false });
+  const callers = new ServiceBroker({ nodeID: "drain-callers", namespace, transporter: TRANSPORTER, logger: false });
   await queue.start();
   await callers.start();
   await callers.waitForServices(["worker.queue", "memory.queue"]);
@@ -236,7 +239,7 @@ async function main(): Promise<void> {
     await drain(callers, warm, 32);
     if (SAMPLES > 0) {
       await latencies(callers, 300, "worker.queue");
-      console.log(`\none caller, ${SAMPLES} tasks, over the Fake transporter:`);
+      console.log(`\none caller, ${SAMPLES} tasks, over the ${TRANSPORTER} transporter:`);
       console.log(`  this queue:      ${await latencies(callers, SAMPLES, "worker.queue")}`);
       await latencies(callers, 300, "memory.queue");
       console.log(`  in-memory queue: ${await latencies(callers, SAMPLES, "memory.queue")}`);
@@ -250,6 +253,7 @@ async function main(): Promise<void> {
       const cpu0 = process.cpuUsage();
       const jvmCpu = () => (cpid ?? []).reduce((sum, pid) => sum + processCpu(pid), 0);
       const c0 = jvmCpu();
+      const threads0 = cpid?.length === 1 ? threadGroupCpu(cpid[0]!) : undefined;
       const session = PROFILE ? new Session() : undefined;
       if (session) {
         session.connect();
@@ -269,6 +273,7 @@ async function main(): Promise<void> {
       }
       const cpu = process.cpuUsage(cpu0);
       const cassandraCpu = cpid ? jvmCpu() - c0 : NaN;
+      const threads = threads0 && threadGroupsPerTask(threads0, threadGroupCpu(cpid![0]!), done);
       const perTask = (x: number) => (x / done).toFixed(2);
       const sizes = [...counter.batchSizes].sort((a, b) => a - b);
       const mean = sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
@@ -278,6 +283,7 @@ async function main(): Promise<void> {
           `(system ${(cpu.system / 1000 / done).toFixed(3)}; event loop busy ${(elu.utilization * 100).toFixed(0)} %), ` +
           `Cassandra ${cpid ? ((cassandraCpu * 1000) / done).toFixed(3) : "n/a"} ms`,
       );
+      if (threads) console.log(`  Cassandra CPU by thread, ms per task: ${threads}`);
       console.log(
         `  statements per task: ${perTask([...counter.kinds.values()].reduce((a, b) => a + b, 0))}, of them LWT (Paxos rounds) ${perTask(counter.lwt)}`,
       );

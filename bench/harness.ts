@@ -5,7 +5,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
@@ -145,4 +145,81 @@ export function httpRoundTrip(apiUrl: string, token: string): RoundTrip {
     await acked.arrayBuffer();
     return true;
   };
+}
+
+/**
+ * Cassandra's own count of local reads and writes (mutations: a single-partition batch is one) per
+ * table of a keyspace, from its virtual tables; diff two readings to get the statements of a run
+ * that happened in another process.
+ */
+export async function cassandraRequestCounts(
+  client: { execute(q: string, p?: unknown[]): Promise<{ rows: Record<string, unknown>[] }> },
+  keyspace: string,
+): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const [view, verb] of [
+    ["local_write_latency", "write"],
+    ["local_read_latency", "read"],
+    ["local_scan_latency", "scan"],
+  ] as const) {
+    const rs = await client.execute(`SELECT table_name, count FROM system_views.${view} WHERE keyspace_name = ?`, [
+      keyspace,
+    ]);
+    for (const row of rs.rows) {
+      const n = Number(String(row["count"]));
+      if (n > 0) out[`${verb} ${String(row["table_name"])}`] = n;
+    }
+  }
+  return out;
+}
+
+/** `after - before`, per key, dropping zeros. */
+export function countsDiff(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v - (before[k] ?? 0) > 0) out[k] = v - (before[k] ?? 0);
+  return out;
+}
+
+/**
+ * Cassandra's shared pool (SEPWorker) renames a thread after the stage it works for at the moment,
+ * so its CPU cannot be split by stage from /proc: those names count as one group.
+ */
+const SHARED_POOL = /^(Native-Transpor|MutationStage|ReadStage|CounterMutation|ViewMutationSt|RequestRespons)/;
+
+/** CPU seconds per thread group of a process (thread names without their trailing number). */
+export function threadGroupCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim().replace(/[-:#]?\d+$/, "");
+      const name = SHARED_POOL.test(comm) ? "shared pool (requests, mutations, reads)" : comm;
+      const fields = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** The largest thread groups' CPU between two readings, in ms per task: "MutationStage 0.031, …". */
+export function threadGroupsPerTask(
+  before: Map<string, number>,
+  after: Map<string, number>,
+  tasks: number,
+  top = 6,
+): string {
+  return [...after]
+    .map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const)
+    .filter(([, v]) => v > 0)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([k, v]) => `${k} ${((v * 1000) / tasks).toFixed(3)}`)
+    .join(", ");
 }
