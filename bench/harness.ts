@@ -197,7 +197,9 @@ export function threadGroupCpu(pid: number): Map<string, number> {
   }
   for (const tid of tids) {
     try {
-      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim().replace(/[-:#]?\d+$/, "");
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8")
+        .trim()
+        .replace(/[-:#]?\d+$/, "");
       const name = SHARED_POOL.test(comm) ? "shared pool (requests, mutations, reads)" : comm;
       const fields = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8").split(") ")[1]!.split(" ");
       out.set(name, (out.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
