@@ -4,6 +4,7 @@
  * same events in one blob of one row. Prints events/s and CPU per event of this process and of the
  * local Cassandra JVM (from /proc). 1,500 batches of 32 events of 90 bytes, 4 in flight, twice.
  *
+ *   BENCH_IN_FLIGHT=1 npx tsx bench/row-layout.bench.ts  # one batch at a time (default 4)
  *   npx tsx bench/row-layout.bench.ts      # starts a local Cassandra unless CASSANDRA_CONTACT_POINTS is set
  */
 import { randomBytes } from "node:crypto";
@@ -14,7 +15,7 @@ import { cassandraPids, processCpu } from "./harness";
 
 const EVENTS = 32;
 const BATCHES = Number(process.env.BENCH_BATCHES ?? 1500);
-const IN_FLIGHT = 4;
+const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 4);
 const TTL = 7 * 86_400;
 
 async function main(): Promise<void> {

@@ -396,6 +396,8 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
                   timeToRecover,
                 );
               }
+              // ?wait= as on fetch: with no task ready after the ack, the next one is long-polled.
+              const wait = waitSeconds(req.$params.query?.wait);
               let next: FetchedTask | null | undefined;
               let outcome: QueueOutcome;
               if (actionAccepts(this, `${queueService}.ackTask`, "next")) {
@@ -409,9 +411,15 @@ export function createApiService(options: ApiServiceOptions = {}): ServiceSchema
               } else {
                 outcome = (await this.callQueue(req, "ackTask", { serviceId, ...params })) as QueueOutcome;
               }
-              if (next === undefined) {
-                const fetchParams = { serviceId, workerId: body.workerId, timeToRecover };
-                next = (await this.callQueue(req, "fetchTask", fetchParams)) as FetchedTask | null;
+              const waits = wait !== undefined && wait > 0 && actionAccepts(this, `${queueService}.fetchTask`, "wait");
+              if (next === undefined || (next === null && waits)) {
+                const fetchParams: Record<string, unknown> = { serviceId, workerId: body.workerId, timeToRecover };
+                let timeout: number | undefined;
+                if (waits) {
+                  fetchParams.wait = wait;
+                  timeout = wait * 1000 + WAIT_TIMEOUT_MARGIN_MS;
+                }
+                next = (await this.callQueue(req, "fetchTask", fetchParams, timeout)) as FetchedTask | null;
               }
               const ack = outcome.ok ? "ok" : outcome.reason === "LEASE_LOST" ? "LEASE_LOST" : "NO_TASK";
               return sendTask(res, next, { "X-Ack": ack });

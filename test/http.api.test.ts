@@ -388,6 +388,35 @@ describe("fetch and ack", () => {
     ).toBe("n-3");
   });
 
+  test("ack?next=1&wait= long-polls the next task after the ack; a bad wait acks nothing", async () => {
+    const serviceId = randomUUID();
+    const token = await tokenFor(secret, "owner-f", [serviceId]);
+    await request(route(serviceId, "add"), { token, body: { value: "first", taskId: "p-1" } });
+    await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } });
+    const bad = await request(`${route(serviceId, "ack")}?next=1&wait=soon`, {
+      token,
+      body: { workerId: "w", taskId: "p-1" },
+    });
+    expect(expectError(bad, 422, "VALIDATION_ERROR").data).toEqual([expect.objectContaining({ field: "wait" })]);
+    const held = await request(route(serviceId, "fetch"), { token, body: { workerId: "w" } });
+    expect(held.headers.get("x-task-id")).toBe("p-1");
+    // Nothing else is waiting: the ack completes p-1, then the answer waits for the next task.
+    // Woken by the add: a poll that waited its 10 s out would answer 204.
+    const chained = request(`${route(serviceId, "ack")}?next=1&wait=10`, {
+      token,
+      body: { workerId: "w", taskId: "p-1", result: "done" },
+    });
+    await new Promise(r => setTimeout(r, 300));
+    await request(route(serviceId, "add"), { token, body: { value: "second", taskId: "p-2" } });
+    const answer = await chained;
+    expect({
+      status: answer.status,
+      ack: answer.headers.get("x-ack"),
+      task: answer.headers.get("x-task-id"),
+      body: answer.json,
+    }).toEqual({ status: 200, ack: "ok", task: "p-2", body: "second" });
+  });
+
   test("?wait long-polls: a task added while the worker waits is delivered at once; none is 204 after the wait", async () => {
     const serviceId = randomUUID();
     const token = await tokenFor(secret, "owner-f", [serviceId]);

@@ -552,6 +552,50 @@ test("ackTask with next through a node that does not own the queue: the next tas
   });
 });
 
+test("ackTask with next against an owner of an older version (no next in its answer): the entry node fetches", async () => {
+  const owner = newOwner();
+  const serviceId = randomUUID();
+  expect(await call(q1, "stats", { serviceId }, owner)).toMatchObject({ ready: 0 });
+  const engineOf = (b: ServiceBroker) =>
+    (b.getLocalService("worker.queue") as unknown as { engine: Record<string, any> }).engine;
+  const owns = (b: ServiceBroker) => (engineOf(b).ownedQueues() as string[]).includes(`${owner}/${serviceId}`);
+  const [entry, ownerNode] = owns(q1) ? [q2, q1] : [q1, q2];
+  expect(owns(ownerNode)).toBe(true);
+  // An owner that predates `next` ignores it: it acks and answers without the field.
+  const ownerEngine = engineOf(ownerNode);
+  const original = ownerEngine.executeForwarded as (request: Record<string, unknown>) => Promise<unknown>;
+  const seen: unknown[] = [];
+  ownerEngine.executeForwarded = (request: Record<string, unknown>) => {
+    seen.push(request.next);
+    const { next: _ignored, ...older } = request;
+    return original.call(ownerEngine, older);
+  };
+  try {
+    const second = { secret: marker("SECOND") };
+    await call(entry, "add", { serviceId, taskId: "one", value: { n: 1 } }, owner);
+    await call(entry, "add", { serviceId, taskId: "two", value: second }, owner);
+    expect(await call(entry, "fetchTask", { serviceId, workerId: "w" }, owner)).toMatchObject({ taskId: "one" });
+    const acked = await call(
+      entry,
+      "ackTask",
+      { serviceId, workerId: "w", taskId: "one", next: true, timeToRecover: 30 },
+      owner,
+    );
+    expect(acked).toMatchObject({ ok: true, taskId: "one", next: { taskId: "two", attempt: 1, value: second } });
+    expect(seen).toContainEqual({ timeToRecoverMs: 30_000 });
+    expect(await call(entry, "status", { serviceId, taskId: "one" }, owner)).toMatchObject({ state: "done" });
+    // The fallback fetch leased "two" to the worker, as a next from the owner would have.
+    expect(await call(entry, "fetchTask", { serviceId, workerId: "w" }, owner)).toMatchObject({ taskId: "two" });
+    expect(await call(entry, "ackTask", { serviceId, workerId: "w", taskId: "two", next: true }, owner)).toEqual({
+      ok: true,
+      taskId: "two",
+      next: null,
+    });
+  } finally {
+    ownerEngine.executeForwarded = original;
+  }
+});
+
 describe("with the keys service away", () => {
   test("add fails with a retryable KEYS_UNAVAILABLE and stores nothing", async () => {
     const owner = newOwner();

@@ -156,7 +156,7 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
           summary: "Complete the task this worker holds (with ?next=1, also take the next one)",
           description:
             "Without `next`: 200 `{ ok: true }`, or 409 when the worker no longer holds the task. With `?next=1`: " +
-            "the ack, then the worker's next task (as fetch with the body's timeToRecover, no long poll), answered " +
+            "the ack, then the worker's next task (as fetch with the body's timeToRecover and the query's wait), answered " +
             "as fetch answers (200 with the value and the task headers, 204 for none); the ack's outcome is in " +
             "X-Ack (`ok`, `NO_TASK` or `LEASE_LOST`) and a refused ack is no 409. One request per task.",
           parameters: [
@@ -167,6 +167,13 @@ export function queueApiDocument(options: OpenApiDocumentOptions = {}): Record<s
               required: false,
               description: "1 or true: answer with the worker's next task too.",
               schema: { type: "string", enum: ["1", "true", "0", "false"] },
+            },
+            {
+              name: "wait",
+              in: "query",
+              required: false,
+              description: `With ?next=1: seconds to wait for the next task when none is ready after the ack (0-${maxWait}), as on fetch.`,
+              schema: { type: "number", minimum: 0, maximum: maxWait },
             },
           ],
           requestBody: jsonBody(ref("AckRequest")),
