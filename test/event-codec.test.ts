@@ -3,7 +3,7 @@
  * in, absent fields stay absent, and a blob that is not an event fails loudly instead of decoding to
  * something else.
  */
-import { decodeEvent, encodeEvent, EventFormatError } from "../lib/queue/event-codec";
+import { decodeEvent, decodeRun, encodeEvent, encodeRun, EventFormatError } from "../lib/queue/event-codec";
 import { EventKind, type LogEvent } from "../lib/queue/task";
 
 const sealed = (text: string) => ({ keyId: `1-${text}`, blob: Buffer.from(`ciphertext of ${text} \u00e9\u4e2d`) });
@@ -88,5 +88,23 @@ test("a blob that is not an event is an error naming its position", () => {
   ]) {
     expect(() => decodeEvent(EventKind.Add, bad, 5)).toThrow(EventFormatError);
     expect(() => decodeEvent(EventKind.Add, bad, 5)).toThrow(/at 5/);
+  }
+});
+
+test("a run holds consecutive events, each at its position; a damaged run is an error", () => {
+  const events: LogEvent[] = [
+    full,
+    { kind: EventKind.Lease, taskId: "a", worker: "w", leaseUntil: 5, expiresAt: 9 },
+    { kind: EventKind.Ack, taskId: "a", expiresAt: 9, result: { keyId: "k", blob: Buffer.from("r") } },
+  ];
+  const run = encodeRun(events);
+  expect(decodeRun(run, 40, p => 1000 + p)).toEqual(events.map((e, i) => ({ ...e, at: 1040 + i })));
+  for (const bad of [
+    Buffer.alloc(0),
+    Buffer.from([9, 1, 0]), // an unknown run format
+    run.subarray(0, run.length - 1), // truncated
+    Buffer.concat([run, Buffer.from([0])]), // trailing bytes
+  ]) {
+    expect(() => decodeRun(bad, 40, p => p)).toThrow(EventFormatError);
   }
 });

@@ -18,7 +18,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
 import { defaultEngineOptions } from "../lib/queue/options";
-import { decodeEvent } from "../lib/queue/event-codec";
+import { decodeEvent, decodeRun } from "../lib/queue/event-codec";
 import type { EventKind } from "../lib/queue/task";
 import { migrateSchema } from "../lib/queue/schema";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
@@ -109,13 +109,18 @@ async function taskEvents(queue: string, taskIds: string[]): Promise<string[]> {
   const out: string[] = [];
   for (const part of mine) {
     const rs = await client.execute(
-      `SELECT pos, kind, ev FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`,
+      `SELECT pos, kind, ev, evs FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = ? AND bucket = ?`,
       [queue, part.range, part.bucket],
       { prepare: true, fetchSize: 5000 },
     );
-    for (const row of rs.rows) {
-      if (row["kind"] === null) continue;
-      const e = decodeEvent(row["kind"] as EventKind, row["ev"] as Buffer, row["pos"] as number);
+    const events = rs.rows.flatMap(row =>
+      Buffer.isBuffer(row["evs"])
+        ? decodeRun(row["evs"] as Buffer, row["pos"] as number, p => p)
+        : row["kind"] === null
+          ? []
+          : [decodeEvent(row["kind"] as EventKind, row["ev"] as Buffer, row["pos"] as number)],
+    );
+    for (const e of events) {
       if (!wanted.has(e.taskId)) continue;
       const fields = Object.entries(e)
         .filter(([k, v]) => v !== undefined && !["value", "token", "result", "progress", "error"].includes(k))

@@ -10,10 +10,11 @@ import type { ServiceBroker } from "moleculer";
 import { migrateSchema } from "../lib/queue/schema";
 import { defaultEngineOptions } from "../lib/queue/options";
 import { queueKey } from "../lib/queue/queue-key";
-import { decodeLogState, MARKER_BASE, QueueStore } from "../lib/queue/store";
+import { decodeLogState, MARKER_BASE, MAX_RUN_EVENTS, QueueStore } from "../lib/queue/store";
 import { gapFreeEnd, takeOver } from "../lib/queue/takeover";
 import { EventKind, position, type BucketRef, type LogEvent } from "../lib/queue/task";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
+import { logRows } from "./helpers/log-rows";
 import { owner, startQueueBroker } from "./helpers/queue-cluster";
 
 let client: Client;
@@ -103,12 +104,7 @@ test("a partition's end, once recorded, hides the rows after it from every reade
   expect(await store.readEvent(queue, position(1, 0, 4))).toBeNull();
   expect((await store.readTail(queue, ref, 0)).end).toBe(2);
   // The rows are there: only the end hides them.
-  const raw = await client.execute(
-    `SELECT pos FROM ${keyspace}.queue_log WHERE queue = ? AND range_id = 1 AND bucket = 0 AND pos >= 0 AND pos < ?`,
-    [queue, MARKER_BASE],
-    { prepare: true },
-  );
-  expect(raw.rows.map(r => r["pos"] as number)).toEqual([0, 1, 2, 3, 4]);
+  expect((await logRows(client, keyspace, queue)).map(r => r.pos)).toEqual([0, 1, 2, 3, 4]);
 });
 
 test("rows written before version 2.2 (one column per field) are read beside compact ones", async () => {
@@ -149,6 +145,83 @@ test("rows written before version 2.2 (one column per field) are read beside com
   expect((await store.readBucket(queue, ref, 0, 10)).events.map(e => e.taskId)).toEqual(["old", "old", "t2"]);
   expect(await store.readEvent(queue, position(1, 0, 0))).toMatchObject(add);
   expect(await store.readEvent(queue, position(1, 0, 2))).toMatchObject({ taskId: "t2", value: event(2).value });
+});
+
+test("a batch's events with one TTL share a row (a run); every reader finds each event, from any position", async () => {
+  const store = new QueueStore(client, keyspace, 3600);
+  const queue = `pipe/${randomUUID()}`;
+  const ref: BucketRef = { range: 1, bucket: 0 };
+  expect(await store.createBucket(queue, ref)).toBe(true);
+  const now = Date.now();
+  // Whole seconds from now (TTLs are whole seconds): runs break where the TTL changes.
+  const at = (n: number, ttlSeconds: number): LogEvent => ({ ...event(n), expiresAt: now + ttlSeconds * 1000 - 500 });
+  const first = [at(0, 3600), at(1, 3600), at(2, 3600), at(3, 1800), at(4, 3600), at(5, 3600)];
+  await store.appendEvents(queue, ref, 0, first);
+  const second = Array.from({ length: MAX_RUN_EVENTS + 5 }, (_, i) => at(6 + i, 3600));
+  await store.appendEvents(queue, ref, 6, second);
+  const total = 6 + second.length;
+
+  // Rows: [0, 3) [3] [4, 6), then [6, 6 + MAX_RUN_EVENTS) and the rest; each run row as long-lived as its events.
+  const rows = await client.execute(
+    `SELECT pos, TTL(evs) AS run_ttl, TTL(ev) AS ttl FROM ${keyspace}.queue_log
+     WHERE queue = ? AND range_id = 1 AND bucket = 0 AND pos < ?`,
+    [queue, MARKER_BASE],
+    { prepare: true },
+  );
+  expect(rows.rows.map(r => r["pos"] as number)).toEqual([0, 3, 4, 6, 6 + MAX_RUN_EVENTS]);
+  const ttls = rows.rows.map(r => (r["run_ttl"] ?? r["ttl"]) as number);
+  expect(ttls[1]).toBeLessThanOrEqual(1800);
+  for (const i of [0, 2, 3, 4]) {
+    expect(ttls[i]).toBeGreaterThan(1800);
+    expect(ttls[i]).toBeLessThanOrEqual(3600);
+  }
+  expect(rows.rows[1]!["run_ttl"]).toBeNull(); // a lone event is a row of its own
+
+  const ids = (events: { taskId: string }[]) => events.map(e => e.taskId);
+  const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `t${from + i}`);
+  for (const from of [0, 1, 2, 3, 5, 7, 6 + MAX_RUN_EVENTS - 1, 6 + MAX_RUN_EVENTS, total - 1, total]) {
+    expect(ids((await store.readTail(queue, ref, from)).events)).toEqual(range(from, total));
+    expect(ids((await store.readBucket(queue, ref, from, 1000)).events)).toEqual(range(from, total));
+    expect(ids(await store.readBucketAll(queue, ref, from))).toEqual(range(from, total));
+  }
+  // A page holds at most `limit` events, from inside a run or across runs.
+  for (const [from, limit] of [
+    [7, 1],
+    [7, 3],
+    [5, 4],
+    [6 + MAX_RUN_EVENTS - 2, 4],
+  ] as const) {
+    const page = await store.readBucket(queue, ref, from, limit);
+    expect(ids(page.events)).toEqual(range(from, from + limit));
+    expect(page.done).toBe(false);
+  }
+  expect(await store.readBucket(queue, ref, total - 2, 5)).toMatchObject({ done: true });
+  // Bounded reads stop inside a run.
+  expect(ids((await store.readBucket(queue, ref, 1, 1000, 5)).events)).toEqual(range(1, 5));
+  expect(ids((await store.readBucket(queue, ref, 7, 1000, 9)).events)).toEqual(range(7, 9));
+  for (let pos = 0; pos < total; pos++) {
+    expect((await store.readEvent(queue, position(1, 0, pos)))?.taskId).toBe(`t${pos}`);
+  }
+  expect(await store.readEvent(queue, position(1, 0, total))).toBeNull();
+  // The test helper sees every event once, at its position.
+  expect((await logRows(client, keyspace, queue)).map(r => r.pos)).toEqual(Array.from({ length: total }, (_, i) => i));
+
+  // Rows of one event each: a page from a position is that many rows from there, whatever lies before.
+  const singles = `pipe/${randomUUID()}`;
+  expect(await store.createBucket(singles, ref)).toBe(true);
+  for (let n = 0; n < 20; n++) await store.appendEvents(singles, ref, n, [at(n, n % 2 ? 3600 : 1800)]);
+  expect(await store.readBucket(singles, ref, 17, 2)).toMatchObject({
+    events: [{ taskId: "t17" }, { taskId: "t18" }],
+    done: false,
+  });
+
+  // An end recorded inside a run hides the run's events from it on.
+  await store.sealBucket(queue, ref);
+  expect(await store.setBucketEnd(queue, ref, 8)).toBe(8);
+  expect(ids((await store.readBucket(queue, ref, 0, 1000)).events)).toEqual(range(0, 8));
+  expect(ids((await store.readBucket(queue, ref, 7, 1000)).events)).toEqual(range(7, 8));
+  expect(await store.readEvent(queue, position(1, 0, 7))).toMatchObject({ taskId: "t7" });
+  expect(await store.readEvent(queue, position(1, 0, 8))).toBeNull();
 });
 
 test("a partition whose fence flag expired is sealed all the same", async () => {

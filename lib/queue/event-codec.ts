@@ -145,3 +145,55 @@ export function decodeEvent(kind: EventKind, blob: Buffer, at: number): StoredEv
   }
   return e as unknown as StoredEvent;
 }
+
+const RUN_FORMAT = 1;
+
+/**
+ * The blob of a run: consecutive events of one batch that share a TTL, stored in one row
+ * (`queue_log.evs`, at the run's first position). Layout: [format = 1], uint16 count, then per
+ * event its kind (one byte), uint32 length and its event blob (as `encodeEvent`).
+ */
+export function encodeRun(events: readonly LogEvent[]): Buffer {
+  return packRun(
+    events.map(e => e.kind),
+    events.map(encodeEvent),
+  );
+}
+
+/** A run's blob from its events' kinds and blobs (`encodeEvent`'s), in order. */
+export function packRun(kinds: readonly EventKind[], blobs: readonly Buffer[]): Buffer {
+  let size = 3;
+  for (const b of blobs) size += 5 + b.length;
+  const out = Buffer.allocUnsafe(size);
+  out[0] = RUN_FORMAT;
+  out.writeUInt16LE(blobs.length, 1);
+  let at = 3;
+  for (let i = 0; i < blobs.length; i++) {
+    out[at] = kinds[i]!;
+    out.writeUInt32LE(blobs[i]!.length, at + 1);
+    at += 5;
+    at += blobs[i]!.copy(out, at);
+  }
+  return out;
+}
+
+/** The events of a run whose first event is at `firstPos` of its partition; `atOf` gives each one's position. */
+export function decodeRun(blob: Buffer, firstPos: number, atOf: (pos: number) => number): StoredEvent[] {
+  const first = atOf(firstPos);
+  if (blob.length < 3 || blob[0] !== RUN_FORMAT) throw new EventFormatError(first, `unknown run format ${blob[0]}`);
+  const count = blob.readUInt16LE(1);
+  const out: StoredEvent[] = [];
+  let i = 3;
+  for (let n = 0; n < count; n++) {
+    const at = atOf(firstPos + n);
+    if (i + 5 > blob.length) throw new EventFormatError(at, "truncated run");
+    const kind = blob[i] as EventKind;
+    const len = blob.readUInt32LE(i + 1);
+    i += 5;
+    if (i + len > blob.length) throw new EventFormatError(at, "truncated run");
+    out.push(decodeEvent(kind, blob.subarray(i, i + len), at));
+    i += len;
+  }
+  if (i !== blob.length) throw new EventFormatError(first, "trailing bytes after the run");
+  return out;
+}

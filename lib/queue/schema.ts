@@ -104,6 +104,11 @@ const migrations: Migration[] = [
     name: "one cell per event: the event's fields in one blob",
     statements: () => [`ALTER TABLE queue_log ADD ev blob`],
   },
+  {
+    id: 6,
+    name: "runs: consecutive events of a batch with one TTL in one row",
+    statements: () => [`ALTER TABLE queue_log ADD evs blob`],
+  },
 ];
 
 const identifier = /^[a-z][a-z0-9_]{0,47}$/;

@@ -5,7 +5,7 @@
 import { types, type Client } from "cassandra-driver";
 import type { Sealed } from "../codec";
 import { OwnershipLostError } from "../errors";
-import { decodeEvent, encodeEvent } from "./event-codec";
+import { decodeEvent, decodeRun, encodeEvent, packRun } from "./event-codec";
 import {
   position,
   splitPosition,
@@ -200,12 +200,33 @@ const LEGACY_EVENT_COLUMNS = [
 ];
 
 /** What an event read selects: the compact columns, or (for a partition with older rows) every one. */
-const EVENT_COLUMNS = "kind, ev";
-const ALL_EVENT_COLUMNS = `ev, ${LEGACY_EVENT_COLUMNS.join(", ")}`;
+const EVENT_COLUMNS = "kind, ev, evs";
+const ALL_EVENT_COLUMNS = `ev, evs, ${LEGACY_EVENT_COLUMNS.join(", ")}`;
+
+/**
+ * Most events in one run row (`evs`): consecutive events of a batch with the same TTL. A read
+ * that starts at a position looks this far back for the run holding it.
+ */
+export const MAX_RUN_EVENTS = 128;
+/** Events are added to a run while its blob stays under this size; a larger event is a row of its own. */
+const MAX_RUN_BYTES = 64 * 1024;
 
 /** An event row written before version 2.2, read without its per-field columns. */
 function isLegacyRow(row: types.Row): boolean {
   return row["kind"] !== null && row["kind"] !== undefined && !Buffer.isBuffer(row["ev"]);
+}
+
+/**
+ * The events a row holds, with their positions: a run row's (from `pos` on), an event row's, or
+ * none (the static row, a marker).
+ */
+function eventsOfRow(row: types.Row, ref: BucketRef): StoredEvent[] {
+  const pos = row["pos"] as number | null;
+  if (pos === null || pos >= MARKER_BASE) return [];
+  const run = row["evs"];
+  if (Buffer.isBuffer(run)) return decodeRun(run, pos, p => position(ref.range, ref.bucket, p));
+  if (row["kind"] === null || row["kind"] === undefined) return [];
+  return [eventOf(row, position(ref.range, ref.bucket, pos))];
 }
 
 function eventOf(row: types.Row, at: number): StoredEvent {
@@ -481,13 +502,41 @@ export class QueueStore {
   async appendEvents(queue: string, ref: BucketRef, firstPos: number, events: LogEvent[]): Promise<void> {
     const now = Date.now();
     const range = long(ref.range);
-    const insert = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, kind, ev) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?`;
+    const single = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, kind, ev) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?`;
+    const run = `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, evs) VALUES (?, ?, ?, ?, ?) USING TTL ?`;
     let longest = this.retentionSeconds;
-    const queries = events.map((e, i) => {
-      const ttl = ttlUntil(e.expiresAt, now);
+    const queries: { query: string; params: unknown[] }[] = [];
+    const blobs = events.map(encodeEvent);
+    // Consecutive events with the same TTL share a row (a run), so a row never outlives one of
+    // its events' retention; a run is at most MAX_RUN_EVENTS events and about MAX_RUN_BYTES.
+    for (let i = 0; i < events.length;) {
+      const ttl = ttlUntil(events[i]!.expiresAt, now);
       longest = Math.max(longest, ttl);
-      return { query: insert, params: [queue, range, ref.bucket, firstPos + i, e.kind, encodeEvent(e), ttl] };
-    });
+      let j = i + 1;
+      let bytes = blobs[i]!.length;
+      while (
+        j < events.length &&
+        j - i < MAX_RUN_EVENTS &&
+        bytes + blobs[j]!.length <= MAX_RUN_BYTES &&
+        ttlUntil(events[j]!.expiresAt, now) === ttl
+      ) {
+        bytes += blobs[j]!.length;
+        j++;
+      }
+      if (j - i === 1) {
+        queries.push({
+          query: single,
+          params: [queue, range, ref.bucket, firstPos + i, events[i]!.kind, blobs[i], ttl],
+        });
+      } else {
+        const kinds = events.slice(i, j).map(e => e.kind);
+        queries.push({
+          query: run,
+          params: [queue, range, ref.bucket, firstPos + i, packRun(kinds, blobs.slice(i, j)), ttl],
+        });
+      }
+      i = j;
+    }
     queries.push({
       query: `INSERT INTO ${this.ks}.queue_log (queue, range_id, bucket, pos, batch_end) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
       params: [queue, range, ref.bucket, MARKER_BASE + firstPos, firstPos + events.length, longest],
@@ -514,10 +563,11 @@ export class QueueStore {
     let pageState: string | undefined;
     let pages = 0;
     do {
+      // From as far back as a run holding `fromPos` may start.
       const rs = await this.client.execute(
         `SELECT pos, end_pos, batch_end, ${columns} FROM ${this.ks}.queue_log
          WHERE queue = ? AND range_id = ? AND bucket = ? AND pos >= ?`,
-        [queue, long(ref.range), ref.bucket, fromPos],
+        [queue, long(ref.range), ref.bucket, Math.max(0, fromPos - MAX_RUN_EVENTS + 1)],
         { ...this.read, fetchSize: TAIL_PAGE_ROWS, pageState },
       );
       pages++;
@@ -530,8 +580,8 @@ export class QueueStore {
         if (pos === null) continue;
         if (pos >= MARKER_BASE) {
           if (typeof row["batch_end"] === "number") spans.push([pos - MARKER_BASE, row["batch_end"]]);
-        } else if (row["kind"] !== null) {
-          events.push(eventOf(row, position(ref.range, ref.bucket, pos)));
+        } else {
+          for (const e of eventsOfRow(row, ref)) if (splitPosition(e.at).pos >= fromPos) events.push(e);
         }
       }
       pageState = rs.pageState ?? undefined;
@@ -586,16 +636,12 @@ export class QueueStore {
     const cols = `pos, end_pos, ${columns}`;
     const where = `queue = ? AND range_id = ? AND bucket = ? AND pos >= ? AND pos < ?`;
     // Batch markers sit above every event position.
-    const params: unknown[] = [
-      queue,
-      long(ref.range),
-      ref.bucket,
-      fromPos,
-      Math.min(beforePos ?? MARKER_BASE, MARKER_BASE),
-    ];
+    const before = Math.min(beforePos ?? MARKER_BASE, MARKER_BASE);
+    const params: unknown[] = [queue, long(ref.range), ref.bucket, fromPos, before];
     const events: StoredEvent[] = [];
     let pageState: string | undefined;
     let seen = 0;
+    let first = true;
     do {
       const rs = await this.client.execute(
         `SELECT ${cols} FROM ${this.ks}.queue_log WHERE ${where} LIMIT ?`,
@@ -608,16 +654,47 @@ export class QueueStore {
       );
       if (columns === EVENT_COLUMNS && rs.rows.some(isLegacyRow))
         return this.readBucket(queue, ref, fromPos, limit, beforePos, ALL_EVENT_COLUMNS);
+      // No row at `fromPos` itself: it may lie inside a run that starts before it.
+      if (first && fromPos > 0 && (rs.rows[0]?.["pos"] ?? null) !== fromPos) {
+        for (const e of await this.runHolding(queue, ref, fromPos, before)) {
+          events.push(e);
+          if (events.length >= limit) return { events, done: false };
+        }
+      }
+      first = false;
       for (const row of rs.rows) {
         seen++;
         const end = row["end_pos"] as number | null;
-        if (end !== null && end !== undefined && (row["pos"] as number) >= end) return { events, done: true };
-        if (row["pos"] === null || row["kind"] === null) continue; // the static row alone
-        events.push(eventOf(row, position(ref.range, ref.bucket, row["pos"] as number)));
+        const last = end === null || end === undefined ? before : Math.min(before, end);
+        if ((row["pos"] as number) >= last) return { events, done: true };
+        for (const e of eventsOfRow(row, ref)) {
+          if (splitPosition(e.at).pos >= last) return { events, done: true };
+          events.push(e);
+          // A row holds one event or more, so `limit` rows are enough; the page ends at `limit` events.
+          if (events.length >= limit) return { events, done: false };
+        }
       }
       pageState = rs.pageState ?? undefined;
     } while (pageState);
     return { events, done: seen < limit };
+  }
+
+  /** The events at and after `pos` (and before `before` and the partition's end) of a run that starts before `pos`. */
+  private async runHolding(queue: string, ref: BucketRef, pos: number, before: number): Promise<StoredEvent[]> {
+    const rs = await this.client.execute(
+      `SELECT pos, end_pos, evs FROM ${this.ks}.queue_log
+       WHERE queue = ? AND range_id = ? AND bucket = ? AND pos < ? AND pos > ? ORDER BY pos DESC LIMIT 1`,
+      [queue, long(ref.range), ref.bucket, pos, pos - MAX_RUN_EVENTS],
+      this.read,
+    );
+    const row = rs.first();
+    if (!row || !Buffer.isBuffer(row["evs"])) return [];
+    const end = row["end_pos"] as number | null;
+    const last = end === null || end === undefined ? before : Math.min(before, end);
+    return eventsOfRow(row, ref).filter(e => {
+      const p = splitPosition(e.at).pos;
+      return p >= pos && p < last;
+    });
   }
 
   /** Every event of a partition from `fromPos` on. Used by a takeover, after sealing it. */
@@ -635,18 +712,19 @@ export class QueueStore {
   /** One event by its position (a task's source, an ack's outcome, a release's error). */
   async readEvent(queue: string, at: number, columns = EVENT_COLUMNS): Promise<StoredEvent | null> {
     const { range, bucket, pos } = splitPosition(at);
+    // The last row at or before it: the event's own row, or the run holding it.
     const rs = await this.client.execute(
       `SELECT pos, end_pos, ${columns} FROM ${this.ks}.queue_log
-       WHERE queue = ? AND range_id = ? AND bucket = ? AND pos = ?`,
-      [queue, long(range), bucket, pos],
+       WHERE queue = ? AND range_id = ? AND bucket = ? AND pos <= ? AND pos > ? ORDER BY pos DESC LIMIT 1`,
+      [queue, long(range), bucket, pos, pos - MAX_RUN_EVENTS],
       this.read,
     );
     const row = rs.first();
     if (row && columns === EVENT_COLUMNS && isLegacyRow(row)) return this.readEvent(queue, at, ALL_EVENT_COLUMNS);
-    if (!row || row["kind"] === null) return null;
+    if (!row) return null;
     const end = row["end_pos"] as number | null;
     if (end !== null && end !== undefined && pos >= end) return null;
-    return eventOf(row, at);
+    return eventsOfRow(row, { range, bucket }).find(e => e.at === at) ?? null;
   }
 
   // ---- queue_checkpoint -------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  */
 import type { Client, types } from "cassandra-driver";
 import type { Sealed } from "../../lib/codec";
-import { decodeEvent, encodeEvent } from "../../lib/queue/event-codec";
+import { decodeEvent, decodeRun, encodeEvent, encodeRun } from "../../lib/queue/event-codec";
 import type { EventKind, StoredEvent } from "../../lib/queue/task";
 
 export interface LogRow {
@@ -13,6 +13,8 @@ export interface LogRow {
   bucket: number;
   pos: number;
   event: StoredEvent;
+  /** Where the row holding it starts: `pos` for an event row, the run's first position for a run row. */
+  rowPos: number;
   /** A field of the event under its column name (key_id, value, wf_token, task_id...); null when absent. */
   get(column: string): unknown;
 }
@@ -43,21 +45,28 @@ export async function logRows(client: Client, keyspace: string, queue?: string):
   const out: LogRow[] = [];
   let pageState: string | undefined;
   do {
-    const rs = await client.execute(`SELECT queue, range_id, bucket, pos, kind, ev FROM ${keyspace}.queue_log`, [], {
-      fetchSize: 1000,
-      pageState,
-    });
+    const rs = await client.execute(
+      `SELECT queue, range_id, bucket, pos, kind, ev, evs FROM ${keyspace}.queue_log`,
+      [],
+      { fetchSize: 1000, pageState },
+    );
     for (const r of rs.rows) {
-      if (r["kind"] === null || (queue !== undefined && r["queue"] !== queue)) continue;
-      const event = decodeEvent(r["kind"] as EventKind, r["ev"] as Buffer, r["pos"] as number);
-      out.push({
-        queue: r["queue"] as string,
-        range_id: r["range_id"] as types.Long,
-        bucket: r["bucket"] as number,
-        pos: r["pos"] as number,
-        event,
-        get: (column: string) => columnOf(event, column),
-      });
+      if (queue !== undefined && r["queue"] !== queue) continue;
+      const rowPos = r["pos"] as number;
+      let events: StoredEvent[] = [];
+      if (Buffer.isBuffer(r["evs"])) events = decodeRun(r["evs"] as Buffer, rowPos, p => p);
+      else if (r["kind"] !== null) events = [decodeEvent(r["kind"] as EventKind, r["ev"] as Buffer, rowPos)];
+      for (const event of events) {
+        out.push({
+          queue: r["queue"] as string,
+          range_id: r["range_id"] as types.Long,
+          bucket: r["bucket"] as number,
+          pos: event.at,
+          rowPos,
+          event,
+          get: (column: string) => columnOf(event, column),
+        });
+      }
     }
     pageState = rs.pageState ?? undefined;
   } while (pageState);
@@ -71,10 +80,23 @@ export async function rewriteEvent(
   row: LogRow,
   patch: (e: StoredEvent) => StoredEvent,
 ): Promise<void> {
+  const key = [row.queue, row.range_id, row.bucket, row.rowPos];
+  const where = `WHERE queue = ? AND range_id = ? AND bucket = ? AND pos = ?`;
+  const stored = (
+    await client.execute(`SELECT evs FROM ${keyspace}.queue_log ${where}`, key, { prepare: true })
+  ).first();
+  if (Buffer.isBuffer(stored?.["evs"])) {
+    // A run row: the run again, with this one event patched.
+    const events = decodeRun(stored["evs"] as Buffer, row.rowPos, p => p).map(e =>
+      e.at === row.pos ? patch({ ...e }) : e,
+    );
+    await client.execute(`UPDATE ${keyspace}.queue_log SET evs = ? ${where}`, [encodeRun(events), ...key], {
+      prepare: true,
+    });
+    return;
+  }
   const next = patch({ ...row.event });
-  await client.execute(
-    `UPDATE ${keyspace}.queue_log SET ev = ? WHERE queue = ? AND range_id = ? AND bucket = ? AND pos = ?`,
-    [encodeEvent(next), row.queue, row.range_id, row.bucket, row.pos],
-    { prepare: true },
-  );
+  await client.execute(`UPDATE ${keyspace}.queue_log SET ev = ? ${where}`, [encodeEvent(next), ...key], {
+    prepare: true,
+  });
 }
