@@ -29,6 +29,7 @@ import os from "node:os";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
+import { MARKER_BASE } from "../lib/queue/store";
 import { ensureCassandra, startLocalCluster } from "../scripts/cassandra-launcher";
 import { createKeysService } from "../services/keys.service";
 import { mintAccessToken } from "../lib/http/access-token";
@@ -64,6 +65,8 @@ const value = { pad: "x".repeat(256 - JSON.stringify({ pad: "" }).length) };
 class StatementCounter {
   readonly kinds = new Map<string, number>();
   readonly batchSizes: number[] = [];
+  /** Event rows (runs or single events) the fenced batches wrote. */
+  batchRows = 0;
   lwt = 0;
 
   constructor(client: Client) {
@@ -81,7 +84,14 @@ class StatementCounter {
         (this.kinds.get(`batch ${table}${conditional ? " (LWT)" : ""}`) ?? 0) + 1,
       );
       if (conditional) this.lwt++;
-      if (table === "queue_log") this.batchSizes.push(queries.length - 1);
+      if (table === "queue_log") {
+        // The last statement is the batch's marker: [first, batch_end) are its events, however many rows hold them.
+        const marker = (queries[queries.length - 1] as { params?: unknown[] }).params ?? [];
+        const first = Number(marker[3]) - MARKER_BASE;
+        const end = Number(marker[4]);
+        this.batchSizes.push(Number.isFinite(end - first) ? end - first : queries.length - 1);
+        this.batchRows += queries.length - 1;
+      }
       return (batch as (...a: unknown[]) => unknown)(queries, ...rest);
     }) as Client["batch"];
   }
@@ -90,7 +100,9 @@ class StatementCounter {
     const verb = /^\s*(\w+)/.exec(query)?.[1]?.toUpperCase() ?? "?";
     const table = /(?:FROM|INTO|UPDATE)\s+(?:\w+\.)?(\w+)/i.exec(query)?.[1] ?? "?";
     const conditional = / IF /.test(query);
-    const key = `${verb} ${table}${conditional ? " (LWT)" : ""}`;
+    // A reverse slice (the run holding a position, or one event) is counted apart from forward slices.
+    const reverse = / DESC/.test(query) ? " (last row before)" : "";
+    const key = `${verb} ${table}${reverse}${conditional ? " (LWT)" : ""}`;
     this.kinds.set(key, (this.kinds.get(key) ?? 0) + 1);
     if (conditional) this.lwt++;
   }
@@ -98,6 +110,7 @@ class StatementCounter {
   reset(): void {
     this.kinds.clear();
     this.batchSizes.length = 0;
+    this.batchRows = 0;
     this.lwt = 0;
   }
 }
@@ -290,7 +303,7 @@ async function main(): Promise<void> {
       for (const [kind, n] of [...counter.kinds].sort((a, b) => b[1] - a[1]))
         console.log(`    ${kind.padEnd(36)} ${perTask(n)}`);
       console.log(
-        `  events per batch of the commit pipeline: mean ${mean.toFixed(1)}, p50 ${sizes[Math.floor(sizes.length / 2)] ?? 0}, max ${sizes[sizes.length - 1] ?? 0} (${sizes.length} batches)`,
+        `  events per batch of the commit pipeline: mean ${mean.toFixed(1)}, p50 ${sizes[Math.floor(sizes.length / 2)] ?? 0}, max ${sizes[sizes.length - 1] ?? 0} (${sizes.length} batches); event rows per batch ${(counter.batchRows / Math.max(1, sizes.length)).toFixed(1)}`,
       );
       rates.set(workers, done / secs);
     }

@@ -196,6 +196,21 @@ test("a batch's events with one TTL share a row (a run); every reader finds each
     expect(page.done).toBe(false);
   }
   expect(await store.readBucket(queue, ref, total - 2, 5)).toMatchObject({ done: true });
+  // A page says which runs it read; the next page from inside one, told where it starts, is one
+  // statement (without the hint: a lookup of the run, then the slice).
+  const firstPage = await store.readBucket(queue, ref, 6, 10);
+  expect(firstPage.runs).toEqual([[6, 6 + MAX_RUN_EVENTS]]);
+  const statements = jest.spyOn(client, "execute");
+  try {
+    const hinted = await store.readBucket(queue, ref, 16, 10, undefined, 6);
+    expect(ids(hinted.events)).toEqual(range(16, 26));
+    expect(statements).toHaveBeenCalledTimes(1);
+    statements.mockClear();
+    expect(ids((await store.readBucket(queue, ref, 16, 10)).events)).toEqual(range(16, 26));
+    expect(statements).toHaveBeenCalledTimes(2);
+  } finally {
+    statements.mockRestore();
+  }
   // Bounded reads stop inside a run.
   expect(ids((await store.readBucket(queue, ref, 1, 1000, 5)).events)).toEqual(range(1, 5));
   expect(ids((await store.readBucket(queue, ref, 7, 1000, 9)).events)).toEqual(range(7, 9));

@@ -58,6 +58,15 @@ export class LogPager implements LogReader {
     private readonly layout: () => LogLayout,
   ) {}
 
+  /** The run rows the last page read (absolute positions [first, end)): where a page from inside one starts. */
+  private lastRuns: [number, number][] = [];
+
+  /** The first position of the run row holding `at`, if the last page read it and `at` is inside it. */
+  private runStart(at: number): number | undefined {
+    for (const [first, end] of this.lastRuns) if (first < at && at < end) return splitPosition(first).pos;
+    return undefined;
+  }
+
   async read(
     from: number,
     before: number,
@@ -77,7 +86,9 @@ export class LogPager implements LogReader {
       }
       const end = splitPosition(before);
       const beforePos = end.range === range && end.bucket === bucket ? end.pos : undefined;
-      const { events, done } = await this.store.readBucket(this.queue, { range, bucket }, pos, limit, beforePos);
+      const page = await this.store.readBucket(this.queue, { range, bucket }, pos, limit, beforePos, this.runStart(at));
+      const { events, done } = page;
+      this.lastRuns = page.runs.map(([first, end]) => [position(range, bucket, first), position(range, bucket, end)]);
       if (events.length > 0) {
         const next = done ? after : events[events.length - 1]!.at + 1;
         return { events, next: Math.min(next, before), end: next >= before };

@@ -211,6 +211,16 @@ export const MAX_RUN_EVENTS = 128;
 /** Events are added to a run while its blob stays under this size; a larger event is a row of its own. */
 const MAX_RUN_BYTES = 64 * 1024;
 
+/**
+ * A page of one partition's events. `runs` are the spans [first, end) of the run rows it read (by
+ * position in the partition): a later page from inside one of them may pass its first as `runFrom`.
+ */
+export interface BucketPage {
+  events: StoredEvent[];
+  done: boolean;
+  runs: [number, number][];
+}
+
 /** An event row written before version 2.2, read without its per-field columns. */
 function isLegacyRow(row: types.Row): boolean {
   return row["kind"] !== null && row["kind"] !== undefined && !Buffer.isBuffer(row["ev"]);
@@ -631,17 +641,23 @@ export class QueueStore {
     fromPos: number,
     limit: number,
     beforePos?: number,
+    runFrom?: number,
     columns = EVENT_COLUMNS,
-  ): Promise<{ events: StoredEvent[]; done: boolean }> {
+  ): Promise<BucketPage> {
     const cols = `pos, end_pos, ${columns}`;
     const where = `queue = ? AND range_id = ? AND bucket = ? AND pos >= ? AND pos < ?`;
     // Batch markers sit above every event position.
     const before = Math.min(beforePos ?? MARKER_BASE, MARKER_BASE);
-    const params: unknown[] = [queue, long(ref.range), ref.bucket, fromPos, before];
+    // Where the run holding `fromPos` starts, when the caller knows it (a run an earlier page read):
+    // one slice from there instead of a lookup of the run and a slice.
+    const hinted = runFrom !== undefined && runFrom < fromPos && fromPos - runFrom < MAX_RUN_EVENTS;
+    const params: unknown[] = [queue, long(ref.range), ref.bucket, hinted ? runFrom : fromPos, before];
     const events: StoredEvent[] = [];
+    const runs: [number, number][] = [];
+    const page = (done: boolean): BucketPage => ({ events, done, runs });
     let pageState: string | undefined;
     let seen = 0;
-    let first = true;
+    let first = !hinted;
     do {
       const rs = await this.client.execute(
         `SELECT ${cols} FROM ${this.ks}.queue_log WHERE ${where} LIMIT ?`,
@@ -653,34 +669,38 @@ export class QueueStore {
         },
       );
       if (columns === EVENT_COLUMNS && rs.rows.some(isLegacyRow))
-        return this.readBucket(queue, ref, fromPos, limit, beforePos, ALL_EVENT_COLUMNS);
+        return this.readBucket(queue, ref, fromPos, limit, beforePos, undefined, ALL_EVENT_COLUMNS);
+      let rows = rs.rows;
       // No row at `fromPos` itself: it may lie inside a run that starts before it.
-      if (first && fromPos > 0 && (rs.rows[0]?.["pos"] ?? null) !== fromPos) {
-        for (const e of await this.runHolding(queue, ref, fromPos, before)) {
-          events.push(e);
-          if (events.length >= limit) return { events, done: false };
-        }
+      if (first && fromPos > 0 && (rows[0]?.["pos"] ?? null) !== fromPos) {
+        const holding = await this.runHolding(queue, ref, fromPos);
+        if (holding) rows = [holding, ...rows];
       }
       first = false;
-      for (const row of rs.rows) {
+      for (const row of rows) {
         seen++;
         const end = row["end_pos"] as number | null;
         const last = end === null || end === undefined ? before : Math.min(before, end);
-        if ((row["pos"] as number) >= last) return { events, done: true };
-        for (const e of eventsOfRow(row, ref)) {
-          if (splitPosition(e.at).pos >= last) return { events, done: true };
+        const pos = row["pos"] as number;
+        if (pos >= last) return page(true);
+        const held = eventsOfRow(row, ref);
+        if (held.length > 1) runs.push([pos, pos + held.length]);
+        for (const e of held) {
+          const at = splitPosition(e.at).pos;
+          if (at < fromPos) continue;
+          if (at >= last) return page(true);
           events.push(e);
           // A row holds one event or more, so `limit` rows are enough; the page ends at `limit` events.
-          if (events.length >= limit) return { events, done: false };
+          if (events.length >= limit) return page(false);
         }
       }
       pageState = rs.pageState ?? undefined;
     } while (pageState);
-    return { events, done: seen < limit };
+    return page(seen < limit);
   }
 
-  /** The events at and after `pos` (and before `before` and the partition's end) of a run that starts before `pos`. */
-  private async runHolding(queue: string, ref: BucketRef, pos: number, before: number): Promise<StoredEvent[]> {
+  /** The run row that starts before `pos` and may hold it (the last row before it, when a run). */
+  private async runHolding(queue: string, ref: BucketRef, pos: number): Promise<types.Row | undefined> {
     const rs = await this.client.execute(
       `SELECT pos, end_pos, evs FROM ${this.ks}.queue_log
        WHERE queue = ? AND range_id = ? AND bucket = ? AND pos < ? AND pos > ? ORDER BY pos DESC LIMIT 1`,
@@ -688,13 +708,7 @@ export class QueueStore {
       this.read,
     );
     const row = rs.first();
-    if (!row || !Buffer.isBuffer(row["evs"])) return [];
-    const end = row["end_pos"] as number | null;
-    const last = end === null || end === undefined ? before : Math.min(before, end);
-    return eventsOfRow(row, ref).filter(e => {
-      const p = splitPosition(e.at).pos;
-      return p >= pos && p < last;
-    });
+    return row && Buffer.isBuffer(row["evs"]) ? row : undefined;
   }
 
   /** Every event of a partition from `fromPos` on. Used by a takeover, after sealing it. */
