@@ -108,3 +108,21 @@ test("a run holds consecutive events, each at its position; a damaged run is an 
     expect(() => decodeRun(bad, 40, p => p)).toThrow(EventFormatError);
   }
 });
+
+test("an event read from a run holds its own bytes, not the run's (a task kept in memory keeps only its value)", () => {
+  const value = (n: number) => ({ keyId: "k", blob: Buffer.alloc(6000, n) });
+  const events: LogEvent[] = Array.from({ length: 10 }, (_, n) => ({
+    kind: EventKind.Add,
+    taskId: `t${n}`,
+    expiresAt: 9,
+    value: value(n),
+  }));
+  const run = encodeRun(events);
+  expect(run.length).toBeGreaterThan(60_000);
+  const decoded = decodeRun(run, 0, p => p);
+  decoded.forEach((e, n) => {
+    expect(e.value!.blob.equals(value(n).blob)).toBe(true);
+    expect(e.value!.blob.buffer).not.toBe(run.buffer);
+    expect(e.value!.blob.buffer.byteLength).toBeLessThan(run.length / 5);
+  });
+});

@@ -191,7 +191,12 @@ export function decodeRun(blob: Buffer, firstPos: number, atOf: (pos: number) =>
     const len = blob.readUInt32LE(i + 1);
     i += 5;
     if (i + len > blob.length) throw new EventFormatError(at, "truncated run");
-    out.push(decodeEvent(kind, blob.subarray(i, i + len), at));
+    // A copy in memory of its own (not a pooled slice): an event's sealed values are views of its
+    // blob, and a task kept in memory (the backlog's window, a body) must hold its own bytes, not
+    // the whole run's or a shared pool slab.
+    const own = Buffer.allocUnsafeSlow(len);
+    blob.copy(own, 0, i, i + len);
+    out.push(decodeEvent(kind, own, at));
     i += len;
   }
   if (i !== blob.length) throw new EventFormatError(first, "trailing bytes after the run");
