@@ -197,8 +197,12 @@ export class PullWorker<TValue = any, TResult = unknown> extends EventEmitter<Wo
       const timedOut = await Promise.race([loops, pause(timeoutMs, deadline.signal).then(() => true)]);
       deadline.abort();
       if (timedOut) {
-        const unfinished = this.slots.flatMap(s => (s.state === "running" && s.current ? [s.current] : []));
-        await Promise.all(unfinished.map(task => this.abandon(task)));
+        const running = this.slots.filter(s => s.state === "running" && s.current);
+        await Promise.all(running.map(s => this.abandon(s.current!)));
+        // The other slots are fetching or settling: a long poll still in flight may yet bring a
+        // task (one just given back above, even), which the slot gives back; wait for that, so
+        // that nothing this worker took is still held when close() resolves.
+        await Promise.all(this.slots.filter(s => !running.includes(s)).map(s => s.loop));
       }
       this.notify("closed");
     })();

@@ -48,8 +48,8 @@ class ScriptedTransport implements TaskTransport {
 }
 
 class ScriptedWorker extends PullWorker {
-  constructor(transport: TaskTransport, handler: TaskHandler) {
-    super(transport, { serviceId: "s", concurrency: 1, wait: 0, autorun: false }, handler, {
+  constructor(transport: TaskTransport, handler: TaskHandler, concurrency = 1) {
+    super(transport, { serviceId: "s", concurrency, wait: 0, autorun: false }, handler, {
       workerId: "w",
       logger: { warn() {}, error() {} },
     });
@@ -79,4 +79,37 @@ test("a task the last ack brought while the worker was closing is released, not 
   await worker.run();
   expect(ran).toEqual(["t1"]);
   expect(transport.calls).toEqual(["fetch", "ackThenFetch t1", "release t2"]);
+});
+
+test("close() resolves only after a long poll still in flight has given back what it brought", async () => {
+  // Slot 1 runs t1, which ignores its signal; slot 2's fetch is a long poll that answers only
+  // once close() has given t1 back (the owner hands it to the poll already waiting).
+  const transport = new ScriptedTransport();
+  let answerPoll: (t: DeliveredTask) => void = () => undefined;
+  let fetches = 0;
+  transport.fetch = async () => {
+    transport.calls.push("fetch");
+    if (++fetches === 1) return task("t1");
+    return new Promise<DeliveredTask>(resolve => (answerPoll = resolve));
+  };
+  const release = transport.release.bind(transport);
+  transport.release = async (w: string, taskId: string) => {
+    const done = await release(w, taskId);
+    if (transport.calls.filter(c => c === "release t1").length === 1) setTimeout(() => answerPoll(task("t1")), 50);
+    return done;
+  };
+  let started = false;
+  const worker = new ScriptedWorker(
+    transport,
+    async () => {
+      started = true;
+      await new Promise(resolve => setTimeout(resolve, 500));
+    },
+    2,
+  );
+  void worker.run();
+  while (!started || fetches < 2) await new Promise(resolve => setTimeout(resolve, 5));
+  await worker.close(20);
+  // t1 was given back by close(), then again by the slot whose poll brought it: both before close() resolved.
+  expect(transport.calls.filter(c => c === "release t1")).toHaveLength(2);
 });
