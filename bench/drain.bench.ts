@@ -76,7 +76,7 @@ class StatementCounter {
       this.count(query);
       return (execute as (...a: unknown[]) => unknown)(query, ...rest);
     }) as Client["execute"];
-    client.batch = ((queries: { query: string }[], ...rest: unknown[]) => {
+    client.batch = ((queries: { query: string; params: unknown[] }[], ...rest: unknown[]) => {
       const conditional = queries.some(q => / IF /.test(q.query));
       const table = /(?:INSERT INTO|UPDATE) \S+\.(\w+)/.exec(queries[0]?.query ?? "")?.[1] ?? "?";
       this.kinds.set(
@@ -86,10 +86,8 @@ class StatementCounter {
       if (conditional) this.lwt++;
       if (table === "queue_log") {
         // The last statement is the batch's marker: [first, batch_end) are its events, however many rows hold them.
-        const marker = (queries[queries.length - 1] as { params?: unknown[] }).params ?? [];
-        const first = Number(marker[3]) - MARKER_BASE;
-        const end = Number(marker[4]);
-        this.batchSizes.push(Number.isFinite(end - first) ? end - first : queries.length - 1);
+        const marker = queries[queries.length - 1]?.params ?? [];
+        this.batchSizes.push(Number(marker[4]) - (Number(marker[3]) - MARKER_BASE));
         this.batchRows += queries.length - 1;
       }
       return (batch as (...a: unknown[]) => unknown)(queries, ...rest);

@@ -18,10 +18,9 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
 import { defaultEngineOptions } from "../lib/queue/options";
-import { decodeEvent, decodeRun } from "../lib/queue/event-codec";
-import type { EventKind } from "../lib/queue/task";
 import { migrateSchema } from "../lib/queue/schema";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
+import { eventsOfLogRow } from "./helpers/log-rows";
 import { History } from "./helpers/history";
 import {
   killAllQueueNodes,
@@ -113,14 +112,7 @@ async function taskEvents(queue: string, taskIds: string[]): Promise<string[]> {
       [queue, part.range, part.bucket],
       { prepare: true, fetchSize: 5000 },
     );
-    const events = rs.rows.flatMap(row =>
-      Buffer.isBuffer(row["evs"])
-        ? decodeRun(row["evs"] as Buffer, row["pos"] as number, p => p)
-        : row["kind"] === null
-          ? []
-          : [decodeEvent(row["kind"] as EventKind, row["ev"] as Buffer, row["pos"] as number)],
-    );
-    for (const e of events) {
+    for (const e of rs.rows.flatMap(eventsOfLogRow)) {
       if (!wanted.has(e.taskId)) continue;
       const fields = Object.entries(e)
         .filter(([k, v]) => v !== undefined && !["value", "token", "result", "progress", "error"].includes(k))

@@ -103,8 +103,11 @@ export class EventFormatError extends Error {
   }
 }
 
-/** The event stored at `at` with this kind and blob. */
-export function decodeEvent(kind: EventKind, blob: Buffer, at: number): StoredEvent {
+/**
+ * The event stored at `at` with this kind and blob. Its sealed values are views of `blob`, or
+ * with `ownSealed` copies in memory of their own (for a blob that is a slice of a larger one).
+ */
+export function decodeEvent(kind: EventKind, blob: Buffer, at: number, ownSealed = false): StoredEvent {
   if (blob.length < 1 || blob[0] !== FORMAT) throw new EventFormatError(at, `unknown format ${blob[0]}`);
   const e: Record<string, unknown> = { at, kind, taskId: "", expiresAt: 0 };
   let i = 1;
@@ -139,11 +142,19 @@ export function decodeEvent(kind: EventKind, blob: Buffer, at: number): StoredEv
       const n = blob.readUInt32LE(i);
       i += 4;
       need(n);
-      e[name] = { keyId, blob: blob.subarray(i, i + n) } satisfies Sealed;
+      const sealed = blob.subarray(i, i + n);
+      e[name] = { keyId, blob: ownSealed ? ownCopy(sealed) : sealed } satisfies Sealed;
       i += n;
     }
   }
   return e as unknown as StoredEvent;
+}
+
+/** Bytes in memory of their own (not a view of a larger buffer, nor a slice of the shared pool). */
+function ownCopy(bytes: Buffer): Buffer {
+  const out = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(out);
+  return out;
 }
 
 const RUN_FORMAT = 1;
@@ -191,12 +202,9 @@ export function decodeRun(blob: Buffer, firstPos: number, atOf: (pos: number) =>
     const len = blob.readUInt32LE(i + 1);
     i += 5;
     if (i + len > blob.length) throw new EventFormatError(at, "truncated run");
-    // A copy in memory of its own (not a pooled slice): an event's sealed values are views of its
-    // blob, and a task kept in memory (the backlog's window, a body) must hold its own bytes, not
-    // the whole run's or a shared pool slab.
-    const own = Buffer.allocUnsafeSlow(len);
-    blob.copy(own, 0, i, i + len);
-    out.push(decodeEvent(kind, own, at));
+    // Sealed values copied: a task kept in memory (the backlog's window, a body) holds its own
+    // value, not the whole run.
+    out.push(decodeEvent(kind, blob.subarray(i, i + len), at, true));
     i += len;
   }
   if (i !== blob.length) throw new EventFormatError(first, "trailing bytes after the run");

@@ -40,6 +40,17 @@ function columnOf(e: StoredEvent, column: string): unknown {
   return null;
 }
 
+/**
+ * The events a queue_log row read with `pos, kind, ev, evs` holds (a run's, one event's, or none
+ * for a marker), each with its position in the partition as `at`.
+ */
+export function eventsOfLogRow(r: types.Row): StoredEvent[] {
+  const rowPos = r["pos"] as number;
+  if (Buffer.isBuffer(r["evs"])) return decodeRun(r["evs"] as Buffer, rowPos, p => p);
+  if (r["kind"] === null) return [];
+  return [decodeEvent(r["kind"] as EventKind, r["ev"] as Buffer, rowPos)];
+}
+
 /** Every event row of the keyspace's log (all queues when `queue` is not given). */
 export async function logRows(client: Client, keyspace: string, queue?: string): Promise<LogRow[]> {
   const out: LogRow[] = [];
@@ -53,10 +64,7 @@ export async function logRows(client: Client, keyspace: string, queue?: string):
     for (const r of rs.rows) {
       if (queue !== undefined && r["queue"] !== queue) continue;
       const rowPos = r["pos"] as number;
-      let events: StoredEvent[] = [];
-      if (Buffer.isBuffer(r["evs"])) events = decodeRun(r["evs"] as Buffer, rowPos, p => p);
-      else if (r["kind"] !== null) events = [decodeEvent(r["kind"] as EventKind, r["ev"] as Buffer, rowPos)];
-      for (const event of events) {
+      for (const event of eventsOfLogRow(r)) {
         out.push({
           queue: r["queue"] as string,
           range_id: r["range_id"] as types.Long,
