@@ -17,7 +17,8 @@
  *   BENCH_ACK_NEXT=1 npx tsx bench/drain.bench.ts   # this queue's workers: ackTask with next: true (one call a task)
  *   BENCH_SAMPLES=2000 npx tsx bench/drain.bench.ts # single-caller latency over 2,000 tasks first (default 1,000; 0: none)
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
- *                                                    # (<dir>/drain-<workers>.cpuprofile; the fill is not in it)
+ *                                                    # and of the fill before it (<dir>/drain-<workers>.cpuprofile,
+ *                                                    # <dir>/fill-<workers>.cpuprofile)
  *   BENCH_TRANSPORTER=nats://127.0.0.1:4222 npx tsx bench/drain.bench.ts  # both brokers over NATS
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
  *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
@@ -35,7 +36,15 @@ import { createKeysService } from "../services/keys.service";
 import { mintAccessToken } from "../lib/http/access-token";
 import { AclMiddleware } from "../middleware/acl.middleware";
 import { memoryQueueSchema } from "./fixtures/memory-queue";
-import { cassandraPids, percentile, processCpu, threadGroupCpu, threadGroupsPerTask } from "./harness";
+import {
+  cassandraPids,
+  cassandraRequestCounts,
+  countsDiff,
+  percentile,
+  processCpu,
+  threadGroupCpu,
+  threadGroupsPerTask,
+} from "./harness";
 import { createQueueService } from "../services/queue.service";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
@@ -94,15 +103,23 @@ class StatementCounter {
     }) as Client["batch"];
   }
 
+  /** The key of each query text seen (the regexes cost more than a map lookup, per statement). */
+  private readonly keys = new Map<string, { key: string; conditional: boolean }>();
+
   private count(query: string): void {
+    let k = this.keys.get(query);
+    if (!k) this.keys.set(query, (k = this.keyOf(query)));
+    this.kinds.set(k.key, (this.kinds.get(k.key) ?? 0) + 1);
+    if (k.conditional) this.lwt++;
+  }
+
+  private keyOf(query: string): { key: string; conditional: boolean } {
     const verb = /^\s*(\w+)/.exec(query)?.[1]?.toUpperCase() ?? "?";
     const table = /(?:FROM|INTO|UPDATE)\s+(?:\w+\.)?(\w+)/i.exec(query)?.[1] ?? "?";
     const conditional = / IF /.test(query);
     // A reverse slice (the run holding a position, or one event) is counted apart from forward slices.
     const reverse = / DESC/.test(query) ? " (last row before)" : "";
-    const key = `${verb} ${table}${reverse}${conditional ? " (LWT)" : ""}`;
-    this.kinds.set(key, (this.kinds.get(key) ?? 0) + 1);
-    if (conditional) this.lwt++;
+    return { key: `${verb} ${table}${reverse}${conditional ? " (LWT)" : ""}`, conditional };
   }
 
   reset(): void {
@@ -111,6 +128,21 @@ class StatementCounter {
     this.batchRows = 0;
     this.lwt = 0;
   }
+}
+
+async function startProfile(): Promise<Session> {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return session;
+}
+
+async function stopProfile(session: Session, name: string): Promise<void> {
+  const { profile } = await session.post("Profiler.stop");
+  mkdirSync(PROFILE!, { recursive: true });
+  writeFileSync(`${PROFILE}/${name}.cpuprofile`, JSON.stringify(profile));
+  session.disconnect();
 }
 
 async function fill(client: ServiceBroker, serviceId: string, n: number, service = "worker.queue"): Promise<void> {
@@ -258,37 +290,44 @@ async function main(): Promise<void> {
     const rates = new Map<number, number>();
     for (const workers of WORKERS) {
       const serviceId = randomUUID();
+      counter.reset();
+      const fillSession = PROFILE ? await startProfile() : undefined;
+      const fillCpu0 = process.cpuUsage();
+      const filling = performance.now();
       await fill(callers, serviceId, TASKS);
+      const fillRate = TASKS / ((performance.now() - filling) / 1000);
+      const fillCpu = process.cpuUsage(fillCpu0);
+      if (fillSession) await stopProfile(fillSession, `fill-${workers}`);
+      const fillStatements = [...counter.kinds]
+        .sort((a, b) => b[1] - a[1])
+        .map(([kind, n]) => `${kind} ${(n / TASKS).toFixed(2)}`)
+        .join(", ");
       await new Promise(r => setTimeout(r, 1000));
+      const requests0 = await cassandraRequestCounts(dbClient, keyspace);
       counter.reset();
       const cpu0 = process.cpuUsage();
       const jvmCpu = () => (cpid ?? []).reduce((sum, pid) => sum + processCpu(pid), 0);
       const c0 = jvmCpu();
       const threads0 = cpid?.length === 1 ? threadGroupCpu(cpid[0]!) : undefined;
-      const session = PROFILE ? new Session() : undefined;
-      if (session) {
-        session.connect();
-        await session.post("Profiler.enable");
-        await session.post("Profiler.start");
-      }
+      const session = PROFILE ? await startProfile() : undefined;
       const elu0 = performance.eventLoopUtilization();
       const t0 = performance.now();
       const done = await drain(callers, serviceId, workers);
       const elu = performance.eventLoopUtilization(elu0);
       const secs = (performance.now() - t0) / 1000;
-      if (session && PROFILE) {
-        const { profile } = await session.post("Profiler.stop");
-        mkdirSync(PROFILE, { recursive: true });
-        writeFileSync(`${PROFILE}/drain-${workers}.cpuprofile`, JSON.stringify(profile));
-        session.disconnect();
-      }
+      if (session) await stopProfile(session, `drain-${workers}`);
       const cpu = process.cpuUsage(cpu0);
       const cassandraCpu = cpid ? jvmCpu() - c0 : NaN;
       const threads = threads0 && threadGroupsPerTask(threads0, threadGroupCpu(cpid![0]!), done);
       const perTask = (x: number) => (x / done).toFixed(2);
       const sizes = [...counter.batchSizes].sort((a, b) => a - b);
       const mean = sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
-      console.log(`\n${workers} workers drain ${done} tasks: ${Math.round(done / secs)} tasks/s`);
+      console.log(
+        `\n${workers} workers drain ${done} tasks: ${Math.round(done / secs)} tasks/s (the fill before it, 64 callers adding: ${Math.round(fillRate)} tasks/s)`,
+      );
+      console.log(
+        `  the fill: this process ${((fillCpu.user + fillCpu.system) / 1000 / TASKS).toFixed(3)} ms CPU per task; statements per task: ${fillStatements}`,
+      );
       console.log(
         `  CPU per task: this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms ` +
           `(system ${(cpu.system / 1000 / done).toFixed(3)}; event loop busy ${(elu.utilization * 100).toFixed(0)} %), ` +
@@ -302,6 +341,16 @@ async function main(): Promise<void> {
         console.log(`    ${kind.padEnd(36)} ${perTask(n)}`);
       console.log(
         `  events per batch of the commit pipeline: mean ${mean.toFixed(1)}, p50 ${sizes[Math.floor(sizes.length / 2)] ?? 0}, max ${sizes[sizes.length - 1] ?? 0} (${sizes.length} batches); event rows per batch ${(counter.batchRows / Math.max(1, sizes.length)).toFixed(1)}`,
+      );
+      // Cassandra's own count (every client's statements, the queue's derived rows too).
+      const requests = countsDiff(requests0, await cassandraRequestCounts(dbClient, keyspace));
+      console.log(
+        `  Cassandra's local requests per task: ${
+          Object.entries(requests)
+            .sort((a, b) => b[1] - a[1])
+            .map(([k, n]) => `${k} ${perTask(n)}`)
+            .join(", ") || "none"
+        }`,
       );
       rates.set(workers, done / secs);
     }

@@ -5,17 +5,26 @@
  * local Cassandra JVM (from /proc). 1,500 batches of 32 events of 90 bytes, 4 in flight, twice.
  *
  *   BENCH_IN_FLIGHT=1 npx tsx bench/row-layout.bench.ts  # one batch at a time (default 4)
+ *   BENCH_IN_FLIGHT=1 BENCH_GAP_US=1500 npx tsx bench/row-layout.bench.ts  # the client busy for 1.5 ms
+ *                                                    # between batches, as the queue's node in a drain
  *   npx tsx bench/row-layout.bench.ts      # starts a local Cassandra unless CASSANDRA_CONTACT_POINTS is set
  */
 import { randomBytes } from "node:crypto";
 import { types } from "cassandra-driver";
 import { connectCassandra } from "../lib/cassandra/client";
 import { ensureCassandra } from "../scripts/cassandra-launcher";
-import { cassandraPids, processCpu } from "./harness";
+import { cassandraPids, processCpu, threadGroupCpu, threadGroupsPerTask } from "./harness";
 
 const EVENTS = 32;
 const BATCHES = Number(process.env.BENCH_BATCHES ?? 1500);
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 4);
+/** CPU the client burns after each batch before it writes the next (µs): Cassandra idles meanwhile. */
+const GAP_US = Number(process.env.BENCH_GAP_US ?? 0);
+
+function busy(us: number): void {
+  const until = performance.now() + us / 1000;
+  while (performance.now() < until);
+}
 const TTL = 7 * 86_400;
 
 async function main(): Promise<void> {
@@ -75,11 +84,15 @@ async function main(): Promise<void> {
       const queue = `${name}-${randomBytes(2).toString("hex")}`;
       const cpu0 = process.cpuUsage();
       const jvm0 = processCpu(pid);
+      const threads0 = threadGroupCpu(pid);
       const t0 = performance.now();
       let next = 0;
       await Promise.all(
         Array.from({ length: IN_FLIGHT }, async () => {
-          for (let b = next++; b < BATCHES; b = next++) await run(queue, b);
+          for (let b = next++; b < BATCHES; b = next++) {
+            await run(queue, b);
+            if (GAP_US > 0) busy(GAP_US);
+          }
         }),
       );
       const secs = (performance.now() - t0) / 1000;
@@ -88,7 +101,11 @@ async function main(): Promise<void> {
       const events = BATCHES * EVENTS;
       console.log(
         `${name.padEnd(20)} ${Math.round(events / secs)} events/s; CPU per event: client ` +
-          `${((cpu.user + cpu.system) / events).toFixed(2)} µs, Cassandra ${((jvm * 1e6) / events).toFixed(2)} µs`,
+          `${((cpu.user + cpu.system) / events).toFixed(2)} µs, Cassandra ${((jvm * 1e6) / events).toFixed(2)} µs ` +
+          `(${((jvm * 1e6) / BATCHES).toFixed(0)} µs per batch)`,
+      );
+      console.log(
+        `  Cassandra CPU by thread, ms per batch: ${threadGroupsPerTask(threads0, threadGroupCpu(pid), BATCHES, 4)}`,
       );
     }
   } finally {

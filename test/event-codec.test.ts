@@ -91,6 +91,28 @@ test("a blob that is not an event is an error naming its position", () => {
   }
 });
 
+test("an event cut anywhere decodes to its whole fields or is an EventFormatError, never another error", () => {
+  const good = encodeEvent(full);
+  const defaults: Record<string, unknown> = { taskId: "", expiresAt: 0 };
+  let whole = 0;
+  for (let n = 1; n < good.length; n++) {
+    let back: Record<string, unknown> | undefined;
+    try {
+      back = decodeEvent(EventKind.Add, good.subarray(0, n), 5) as unknown as Record<string, unknown>;
+    } catch (err) {
+      expect(err).toBeInstanceOf(EventFormatError);
+      continue;
+    }
+    // A cut at a field boundary: every field it holds is the full event's (or a decoder default).
+    for (const [k, v] of Object.entries(back))
+      if (k !== "at" && k !== "kind" && v !== defaults[k])
+        expect(v).toEqual((full as unknown as Record<string, unknown>)[k]);
+    whole++;
+  }
+  // Boundaries are few (one per field); every other cut is an error.
+  expect(whole).toBeLessThan(Object.keys(full).length + 1);
+});
+
 test("a run holds consecutive events, each at its position; a damaged run is an error", () => {
   const events: LogEvent[] = [
     full,

@@ -110,44 +110,46 @@ export class EventFormatError extends Error {
 export function decodeEvent(kind: EventKind, blob: Buffer, at: number, ownSealed = false): StoredEvent {
   if (blob.length < 1 || blob[0] !== FORMAT) throw new EventFormatError(at, `unknown format ${blob[0]}`);
   const e: Record<string, unknown> = { at, kind, taskId: "", expiresAt: 0 };
+  // No closures here: this runs for every event a reader sees.
   let i = 1;
-  const need = (n: number) => {
-    if (i + n > blob.length) throw new EventFormatError(at, "truncated");
-  };
-  const str = (): string => {
-    need(4);
-    const n = blob.readUInt32LE(i);
-    i += 4;
-    need(n);
-    const s = blob.toString("utf8", i, i + n);
-    i += n;
-    return s;
-  };
   while (i < blob.length) {
     const field = BY_TAG[blob[i++]!];
     if (!field) throw new EventFormatError(at, `unknown field ${blob[i - 1]}`);
     const [, name, type] = field;
     if (type === T.Num) {
-      need(8);
+      need(blob, i, 8, at);
       e[name] = blob.readDoubleLE(i);
       i += 8;
     } else if (type === T.Bool) {
-      need(1);
+      need(blob, i, 1, at);
       e[name] = blob[i++] === 1;
     } else if (type === T.Str) {
-      e[name] = str();
+      const n = lengthAt(blob, i, at);
+      e[name] = blob.toString("utf8", i + 4, i + 4 + n);
+      i += 4 + n;
     } else {
-      const keyId = str();
-      need(4);
-      const n = blob.readUInt32LE(i);
-      i += 4;
-      need(n);
-      const sealed = blob.subarray(i, i + n);
+      const k = lengthAt(blob, i, at);
+      const keyId = blob.toString("utf8", i + 4, i + 4 + k);
+      i += 4 + k;
+      const n = lengthAt(blob, i, at);
+      const sealed = blob.subarray(i + 4, i + 4 + n);
       e[name] = { keyId, blob: ownSealed ? ownCopy(sealed) : sealed } satisfies Sealed;
-      i += n;
+      i += 4 + n;
     }
   }
   return e as unknown as StoredEvent;
+}
+
+function need(blob: Buffer, i: number, n: number, at: number): void {
+  if (i + n > blob.length) throw new EventFormatError(at, "truncated");
+}
+
+/** The uint32 length at `i`, checked against the blob (the bytes it counts follow it). */
+function lengthAt(blob: Buffer, i: number, at: number): number {
+  need(blob, i, 4, at);
+  const n = blob.readUInt32LE(i);
+  need(blob, i + 4, n, at);
+  return n;
 }
 
 /** Bytes in memory of their own (not a view of a larger buffer, nor a slice of the shared pool). */
