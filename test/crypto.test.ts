@@ -111,9 +111,11 @@ describe("SodiumCodec with an in-memory keys service", () => {
   it("uses a fresh nonce for every value, so equal plaintexts give different blobs", async () => {
     const at = place();
     const plaintext = Buffer.from("same value");
-    const blobs = await Promise.all(Array.from({ length: 20 }, () => codec.seal(at, plaintext)));
+    // Enough values to go through the nonce pool (170 nonces) several times.
+    const blobs = await Promise.all(Array.from({ length: 1000 }, () => codec.seal(at, plaintext)));
     const nonces = new Set(blobs.map(s => s.blob.subarray(1, 25).toString("hex")));
-    expect(nonces.size).toBe(20);
+    expect(nonces.size).toBe(1000);
+    expect(nonces.has("00".repeat(24))).toBe(false);
     for (const sealed of blobs) expect(await codec.open(at, sealed)).toEqual(plaintext);
   });
 
