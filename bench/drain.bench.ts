@@ -288,15 +288,18 @@ async function main(): Promise<void> {
       console.log(`  in-memory queue: ${await latencies(callers, SAMPLES, "memory.queue")}`);
     }
     const rates = new Map<number, number>();
+    const jvmCpu = () => (cpid ?? []).reduce((sum, pid) => sum + processCpu(pid), 0);
     for (const workers of WORKERS) {
       const serviceId = randomUUID();
       counter.reset();
       const fillSession = PROFILE ? await startProfile() : undefined;
+      const fillJvm0 = jvmCpu();
       const fillCpu0 = process.cpuUsage();
       const filling = performance.now();
       await fill(callers, serviceId, TASKS);
       const fillRate = TASKS / ((performance.now() - filling) / 1000);
       const fillCpu = process.cpuUsage(fillCpu0);
+      const fillJvm = jvmCpu() - fillJvm0;
       if (fillSession) await stopProfile(fillSession, `fill-${workers}`);
       const fillStatements = [...counter.kinds]
         .sort((a, b) => b[1] - a[1])
@@ -306,7 +309,6 @@ async function main(): Promise<void> {
       const requests0 = await cassandraRequestCounts(dbClient, keyspace);
       counter.reset();
       const cpu0 = process.cpuUsage();
-      const jvmCpu = () => (cpid ?? []).reduce((sum, pid) => sum + processCpu(pid), 0);
       const c0 = jvmCpu();
       const threads0 = cpid?.length === 1 ? threadGroupCpu(cpid[0]!) : undefined;
       const session = PROFILE ? await startProfile() : undefined;
@@ -326,7 +328,8 @@ async function main(): Promise<void> {
         `\n${workers} workers drain ${done} tasks: ${Math.round(done / secs)} tasks/s (the fill before it, 64 callers adding: ${Math.round(fillRate)} tasks/s)`,
       );
       console.log(
-        `  the fill: this process ${((fillCpu.user + fillCpu.system) / 1000 / TASKS).toFixed(3)} ms CPU per task; statements per task: ${fillStatements}`,
+        `  the fill: CPU per task: this process ${((fillCpu.user + fillCpu.system) / 1000 / TASKS).toFixed(3)} ms, ` +
+          `Cassandra ${cpid ? ((fillJvm * 1000) / TASKS).toFixed(3) : "n/a"} ms; statements per task: ${fillStatements}`,
       );
       console.log(
         `  CPU per task: this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms ` +

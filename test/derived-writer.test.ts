@@ -4,7 +4,7 @@
  * table settles it the same way (equal timestamps, the larger hint code wins); the overlay in
  * memory must agree at every moment, or `status` says "waiting" for a delayed task.
  */
-import { BodyLoader, DerivedWriter, overlayIndex } from "../lib/queue/derived-writer";
+import { BodyLoader, DerivedWriter, INDEX_BATCH, overlayIndex } from "../lib/queue/derived-writer";
 import type { IndexEntry, QueueStore } from "../lib/queue/store";
 
 type Pending = { resolve: () => void };
@@ -58,3 +58,47 @@ test.each(["hint first", "entry first"] as const)(
     expect(seen(stored)).toBe("delayed");
   },
 );
+
+test("index entries enqueued in one turn share requests of at most INDEX_BATCH; each lands once, with the other writes", async () => {
+  const groups: string[][] = [];
+  const hints: string[] = [];
+  let failNext = true;
+  const store = {
+    writeIndex: async (_q: string, taskId: string) => void groups.push([taskId]),
+    writeIndexes: async (_q: string, entries: { taskId: string }[]) => {
+      // The first group fails once: it is retried whole, and no entry is lost or written twice after it lands.
+      if (failNext) {
+        failNext = false;
+        throw new Error("a timeout");
+      }
+      groups.push(entries.map(e => e.taskId));
+    },
+    writeHint: async (_q: string, taskId: string) => void hints.push(taskId),
+  } as unknown as QueueStore;
+  const failures: string[] = [];
+  const writer = new DerivedWriter(
+    store,
+    "o/q",
+    new BodyLoader(store, "o/q"),
+    { rowDurable: () => undefined, markDurable: () => undefined, cancelDurable: () => undefined },
+    reason => failures.push(reason),
+  );
+  const ids = Array.from({ length: 20 }, (_, i) => `t${i}`);
+  const expiresAt = Date.now() + 60_000;
+  const delayed = { kind: "delayed" as const, minute: 60_000, part: 0, dueAt: 90_000, pos: 3 };
+  ids.forEach((taskId, i) => {
+    writer.enqueue({ kind: "index", taskId, seq: i, pos: i, clientId: false, expiresAt });
+    if (i === 3) writer.enqueue({ kind: "hint", taskId, hint: delayed, at: 3, expiresAt });
+  });
+  expect(writer.hasPendingEntry("t0")).toBe(true);
+  await writer.barrier();
+  expect(failures).toEqual([]);
+  expect(groups.map(g => g.length).sort((a, b) => b - a)).toEqual([INDEX_BATCH, INDEX_BATCH, 20 - 2 * INDEX_BATCH]);
+  expect(groups.flat().sort()).toEqual([...ids].sort());
+  expect(hints).toEqual(["t3"]);
+  for (const id of ids) expect(writer.hasPending(id)).toBe(false);
+  // One entry alone is one statement.
+  writer.enqueue({ kind: "index", taskId: "alone", seq: 99, pos: 99, clientId: false, expiresAt });
+  await writer.barrier();
+  expect(groups[groups.length - 1]).toEqual(["alone"]);
+});

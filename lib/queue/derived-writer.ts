@@ -41,6 +41,13 @@ export interface DerivedHooks {
 
 const RETRIES = 6;
 
+/**
+ * task_index entries written together, at most (an unlogged batch over this many partitions: one
+ * request instead of one each; Cassandra warns past 10). Entries enqueued in the same turn (a
+ * commit's adds) are grouped; one alone is written alone.
+ */
+export const INDEX_BATCH = 8;
+
 /** task_index writes of one task that are not durable yet: its entry (source) and its latest hint. */
 export interface PendingIndex {
   entry?: IndexEntry & { at: number };
@@ -75,6 +82,7 @@ export class DerivedWriter {
   private readonly highWater: number;
   /** task_index writes not durable yet, so that lookups in the meantime find them. */
   private readonly pendingIndex = new Map<string, PendingIndex>();
+  private pumpScheduled = false;
 
   constructor(
     private readonly store: QueueStore,
@@ -117,7 +125,15 @@ export class DerivedWriter {
     };
     done.then(settle, settle);
     this.queued.push({ write, done, resolve, reject });
-    this.pump();
+    // The rest of this turn's writes (a commit applies a whole batch of events) join the queue
+    // before it is pumped, so that their index entries can share requests.
+    if (!this.pumpScheduled) {
+      this.pumpScheduled = true;
+      queueMicrotask(() => {
+        this.pumpScheduled = false;
+        this.pump();
+      });
+    }
   }
 
   /**
@@ -167,31 +183,64 @@ export class DerivedWriter {
 
   private pump(): void {
     while (this.active < this.concurrency && this.queued.length > 0) {
-      const job = this.queued.shift()!;
+      const jobs = this.take();
       this.active++;
-      void this.run(job).finally(() => {
+      void this.run(jobs).finally(() => {
         this.active--;
         this.pump();
       });
     }
   }
 
-  private async run(job: Job): Promise<void> {
+  /**
+   * The next job, with up to INDEX_BATCH - 1 more index entries from the queue when it is one.
+   * Taking later entries ahead of other kinds of writes is safe: every derived write is stamped
+   * with its event's position, so the order they land in does not matter (barriers wait for all).
+   */
+  private take(): Job[] {
+    const first = this.queued.shift()!;
+    if (first.write.kind !== "index") return [first];
+    const jobs = [first];
+    for (let i = 0; i < this.queued.length && jobs.length < INDEX_BATCH;) {
+      if (this.queued[i]!.write.kind === "index") jobs.push(this.queued.splice(i, 1)[0]!);
+      else i++;
+    }
+    return jobs;
+  }
+
+  private async run(jobs: Job[]): Promise<void> {
     let lastError: Error | undefined;
     for (let attempt = 0; attempt < RETRIES && !this.failure; attempt++) {
       if (attempt > 0) await new Promise(r => setTimeout(r, 50 * 2 ** attempt));
       try {
-        await this.apply(job.write);
-        job.resolve();
+        if (jobs.length === 1) await this.apply(jobs[0]!.write);
+        else await this.applyIndexes(jobs.map(j => j.write as Extract<DerivedWrite, { kind: "index" }>));
+        for (const job of jobs) job.resolve();
         return;
       } catch (err) {
         lastError = err as Error;
       }
     }
-    const failure = this.failure ?? new Error(`a derived write (${job.write.kind}) failed: ${lastError?.message}`);
+    const failure = this.failure ?? new Error(`a derived write (${jobs[0]!.write.kind}) failed: ${lastError?.message}`);
     this.failure ??= failure;
-    job.reject(failure);
+    for (const job of jobs) job.reject(failure);
     this.onFailure(failure.message);
+  }
+
+  /** Several tasks' index entries in one request (see `QueueStore.writeIndexes`). */
+  private async applyIndexes(writes: Extract<DerivedWrite, { kind: "index" }>[]): Promise<void> {
+    await this.store.writeIndexes(
+      this.queue,
+      writes.map(w => ({
+        taskId: w.taskId,
+        seq: w.seq,
+        pos: w.pos,
+        clientId: w.clientId,
+        expiresAt: w.expiresAt,
+        delivered: w.delivered ?? false,
+      })),
+    );
+    for (const w of writes) this.settledIndex(w);
   }
 
   private async apply(w: DerivedWrite): Promise<void> {
@@ -199,10 +248,7 @@ export class DerivedWriter {
     switch (w.kind) {
       case "index":
         await this.store.writeIndex(q, w.taskId, w.seq, w.pos, w.clientId, w.expiresAt, w.delivered ?? false);
-        // A hint that landed first was kept for the overlay (below): the row is whole now.
-        this.settleIndex(w.taskId, p =>
-          p.entry?.at === w.pos ? { entry: undefined, hint: p.hint?.landed ? undefined : p.hint } : p,
-        );
+        this.settledIndex(w);
         return;
       case "hint":
         await this.store.writeHint(q, w.taskId, w.hint, w.at, w.expiresAt);
@@ -233,6 +279,13 @@ export class DerivedWriter {
         this.hooks.cancelDurable(w.src);
         return;
     }
+  }
+
+  /** The entry `w` is durable. A hint that landed first was kept for the overlay (below): the row is whole now. */
+  private settledIndex(w: Extract<DerivedWrite, { kind: "index" }>): void {
+    this.settleIndex(w.taskId, p =>
+      p.entry?.at === w.pos ? { entry: undefined, hint: p.hint?.landed ? undefined : p.hint } : p,
+    );
   }
 
   private settleIndex(taskId: string, change: (p: PendingIndex) => PendingIndex): void {

@@ -51,6 +51,16 @@ export interface OwnerRow {
 /** Serial consistency of every condition: LOCAL_SERIAL when all queue nodes share one data center, else SERIAL. */
 export type SerialScope = "local" | "global";
 
+/** A task_index entry to write: the task's source at `pos` (an add, or a carry). */
+export interface IndexWrite {
+  taskId: string;
+  seq: number;
+  pos: number;
+  clientId: boolean;
+  expiresAt: number;
+  delivered?: boolean;
+}
+
 /** What task_index knows of a task. */
 export interface IndexEntry {
   seq: number;
@@ -994,21 +1004,34 @@ export class QueueStore {
     expiresAt: number,
     delivered = false,
   ): Promise<void> {
-    await this.client.execute(
-      `INSERT INTO ${this.ks}.task_index (queue, task_id, seq, pos, client_id, hint) VALUES (?, ?, ?, ?, ?, ?)
-       USING TTL ? AND TIMESTAMP ?`,
-      [
-        queue,
-        taskId,
-        long(seq),
-        long(pos),
-        clientId,
-        delivered ? HINT_CODE.delivered : HINT_CODE.none,
-        ttlUntil(expiresAt),
-        long(pos),
-      ],
-      this.idempotentWrite,
-    );
+    await this.writeIndexes(queue, [{ taskId, seq, pos, clientId, expiresAt, delivered }]);
+  }
+
+  /**
+   * Several tasks' entries (each as `writeIndex`): one statement, or for more than one an unlogged
+   * batch of their partitions, which saves the client and Cassandra a request per entry. Not atomic
+   * and need not be: each row is stamped with its own event's position. Callers keep a batch small
+   * (`INDEX_BATCH`): Cassandra warns of unlogged batches over 10 partitions.
+   */
+  async writeIndexes(queue: string, entries: readonly IndexWrite[]): Promise<void> {
+    const query = `INSERT INTO ${this.ks}.task_index (queue, task_id, seq, pos, client_id, hint) VALUES (?, ?, ?, ?, ?, ?)
+       USING TTL ? AND TIMESTAMP ?`;
+    const params = (e: IndexWrite) => [
+      queue,
+      e.taskId,
+      long(e.seq),
+      long(e.pos),
+      e.clientId,
+      e.delivered ? HINT_CODE.delivered : HINT_CODE.none,
+      ttlUntil(e.expiresAt),
+      long(e.pos),
+    ];
+    if (entries.length === 1) await this.client.execute(query, params(entries[0]!), this.idempotentWrite);
+    else if (entries.length > 1)
+      await this.client.batch(
+        entries.map(e => ({ query, params: params(e) })),
+        { ...this.idempotentWrite, logged: false },
+      );
   }
 
   /** Where the task went (a delayed or dead row, or cancelled), by the event at `at`. */
