@@ -1,6 +1,8 @@
 /** G6 and takeover state: bounded partitions, bounded checkpoints, TTL on every row, retention, leases surviving a takeover. */
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
+import { defaultEngineOptions } from "../lib/queue/options";
+import { migrateSchema } from "../lib/queue/schema";
 import { MARKER_BASE } from "../lib/queue/store";
 import { dropKeyspace, testClient, uniqueKeyspace } from "./helpers/cassandra";
 import { owner, startQueueBroker, startQueueCluster } from "./helpers/queue-cluster";
@@ -115,5 +117,28 @@ test("a task expires after the retention", async () => {
   } finally {
     await broker.stop();
     await dropKeyspace(client, `${keyspace}_r`);
+  }
+});
+
+test("a node refuses a keyspace that a newer version migrated (its rows could be misread), with a CONFIGURATION_ERROR", async () => {
+  const ks = uniqueKeyspace("queue_schema_newer");
+  try {
+    await migrateSchema(client, { ...defaultEngineOptions, keyspace: ks });
+    // This version's own schema starts again with nothing to do.
+    await migrateSchema(client, { ...defaultEngineOptions, keyspace: ks });
+    await client.execute(
+      `INSERT INTO ${ks}.schema_migrations (id, name, applied_at) VALUES (999, 'from the future', toTimestamp(now()))`,
+    );
+    await expect(migrateSchema(client, { ...defaultEngineOptions, keyspace: ks })).rejects.toMatchObject({
+      type: "CONFIGURATION_ERROR",
+      data: { setting: "QUEUE_KEYSPACE" },
+      message: expect.stringContaining("schema 999"),
+    });
+    // And a queue node on it does not start.
+    await expect(startQueueBroker("newer-schema", { keyspace: ks, client })).rejects.toMatchObject({
+      type: "CONFIGURATION_ERROR",
+    });
+  } finally {
+    await dropKeyspace(client, ks);
   }
 });

@@ -4,6 +4,7 @@
  * nodes may run the same migration at once, so every statement must be safe to repeat.
  */
 import type { Client } from "cassandra-driver";
+import { ConfigurationError } from "../errors";
 import type { QueueEngineOptions } from "./options";
 
 interface Migration {
@@ -130,6 +131,17 @@ export async function migrateSchema(client: Client, options: QueueEngineOptions)
   );
   const applied = await client.execute(`SELECT id FROM ${ks}.schema_migrations`);
   const done = new Set(applied.rows.map(r => r["id"] as number));
+  // A keyspace a newer version migrated holds rows this version may misread (a run of events
+  // read as none, say): refuse to start rather than serve from it.
+  const known = Math.max(...migrations.map(m => m.id));
+  const newest = Math.max(0, ...done);
+  if (newest > known) {
+    throw new ConfigurationError(
+      "QUEUE_KEYSPACE",
+      `Keyspace ${ks} was migrated by a newer version of the queue (schema ${newest}; this version knows up to ` +
+        `${known}), whose rows this version may misread. Run the same version on every node of a keyspace.`,
+    );
+  }
   for (const m of migrations) {
     if (done.has(m.id)) continue;
     for (const stmt of m.statements(options)) {
