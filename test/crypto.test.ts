@@ -8,6 +8,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
 import { ServiceBroker, type Context, type ServiceSchema } from "moleculer";
 import type { SealContext, Sealed } from "../lib/codec";
+import { encodeAssociatedData } from "../lib/crypto/aead-envelope";
 import { MoleculerKeyProvider, parseKeyReply, type KeyProvider } from "../lib/crypto/key-provider";
 import { SodiumCodec } from "../lib/crypto/sodium-codec";
 import { DecryptionError, KeysUnavailableError } from "../lib/errors";
@@ -274,6 +275,36 @@ describe("SodiumCodec with an in-memory keys service", () => {
     const err = await parseKeyReply("o", { id: "k", key: 42 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(KeysUnavailableError);
     expect((err as Error).message).not.toContain("42");
+  });
+});
+
+describe("encodeAssociatedData", () => {
+  // Stored ciphertexts were sealed with these bytes: the encoding may never change.
+  const reference = (parts: string[]) =>
+    Buffer.concat([
+      Buffer.from([1]),
+      ...parts.flatMap(p => {
+        const bytes = Buffer.from(p, "utf8");
+        const n = Buffer.alloc(4);
+        n.writeUInt32BE(bytes.length);
+        return [n, bytes];
+      }),
+    ]);
+
+  it("is the version byte, then each part as a uint32 big-endian length and its UTF-8", () => {
+    expect(encodeAssociatedData(["a", "é", ""]).toString("hex")).toBe("0100000001610000000" + "2c3a900000000");
+  });
+
+  it("gives the reference bytes for any text (multi-byte, astral, lone surrogates)", () => {
+    const alphabet = ["a", "Z", "0", "é", "ß", "€", "中", "😀", "\ud800", "\udfff", "/", " ", "\u0000"];
+    let s = 11;
+    const rnd = (n: number) => (s = (s * 1103515245 + 12345) % 2 ** 31) % n;
+    for (let i = 0; i < 500; i++) {
+      const parts = Array.from({ length: 1 + rnd(7) }, () =>
+        Array.from({ length: rnd(12) }, () => alphabet[rnd(alphabet.length)]).join(""),
+      );
+      expect(encodeAssociatedData(parts)).toEqual(reference(parts));
+    }
   });
 });
 
