@@ -19,6 +19,7 @@
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
  *                                                    # and of the fill before it (<dir>/drain-<workers>.cpuprofile,
  *                                                    # <dir>/fill-<workers>.cpuprofile)
+ *   BENCH_CLIENT_IDS=1 npx tsx bench/drain.bench.ts  # the fill's adds carry their own taskId
  *   BENCH_TRANSPORTER=nats://127.0.0.1:4222 npx tsx bench/drain.bench.ts  # both brokers over NATS
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
  *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
@@ -61,6 +62,8 @@ const ACK_NEXT = process.env.BENCH_ACK_NEXT === "1";
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
 /** Where to write a CPU profile of each measured drain (none when unset). */
 const PROFILE = process.env.BENCH_PROFILE;
+/** The fill's adds name their task (`taskId`, as an idempotent producer does): the queue looks each id up first. */
+const CLIENT_IDS = process.env.BENCH_CLIENT_IDS === "1";
 /** Nodes of a local Cassandra cluster to start (127.0.0.2...) with replication factor as many; 0: one node. */
 const CLUSTER = Number(process.env.BENCH_CLUSTER ?? 0);
 /** The transporter between the callers' broker and the queue's (default Fake: in this process). */
@@ -149,7 +152,12 @@ async function fill(client: ServiceBroker, serviceId: string, n: number, service
   let next = 0;
   await Promise.all(
     Array.from({ length: 64 }, async () => {
-      for (let i = next++; i < n; i = next++) await client.call(`${service}.add`, { serviceId, value }, { meta });
+      for (let i = next++; i < n; i = next++)
+        await client.call(
+          `${service}.add`,
+          CLIENT_IDS ? { serviceId, value, taskId: randomUUID() } : { serviceId, value },
+          { meta },
+        );
     }),
   );
 }

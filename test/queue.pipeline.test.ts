@@ -10,6 +10,8 @@ import type { ServiceBroker } from "moleculer";
 import { migrateSchema } from "../lib/queue/schema";
 import { defaultEngineOptions } from "../lib/queue/options";
 import { queueKey } from "../lib/queue/queue-key";
+import { INDEX_BATCH } from "../lib/queue/derived-writer";
+import { IndexLookups } from "../lib/queue/index-lookups";
 import { decodeLogState, MARKER_BASE, MAX_RUN_EVENTS, QueueStore } from "../lib/queue/store";
 import { gapFreeEnd, takeOver } from "../lib/queue/takeover";
 import { EventKind, position, type BucketRef, type LogEvent } from "../lib/queue/task";
@@ -237,6 +239,33 @@ test("a batch's events with one TTL share a row (a run); every reader finds each
   expect(ids((await store.readBucket(queue, ref, 7, 1000)).events)).toEqual(range(7, 8));
   expect(await store.readEvent(queue, position(1, 0, 7))).toMatchObject({ taskId: "t7" });
   expect(await store.readEvent(queue, position(1, 0, 8))).toBeNull();
+});
+
+test("task_index entries written and read in groups: each row as written alone, an id without a row is null", async () => {
+  const store = new QueueStore(client, keyspace, 3600);
+  const queue = `o/${randomUUID()}`;
+  const expiresAt = Date.now() + 3_600_000;
+  const ids = Array.from({ length: INDEX_BATCH }, (_, i) => `g${i}`);
+  await store.writeIndexes(
+    queue,
+    ids.map((taskId, i) => ({ taskId, seq: i, pos: 100 + i, clientId: i % 2 === 0, expiresAt, delivered: i === 3 })),
+  );
+  await store.writeIndex(queue, "alone", 9, 200, true, expiresAt);
+  // A hint that landed without its entry (no seq): not an entry.
+  await store.writeHint(queue, "hint-only", { kind: "cancelled" }, 300, expiresAt);
+  const asked = [...ids.slice(0, 5), "alone", "missing", "hint-only"];
+  const got = await store.readIndexes(queue, asked);
+  expect([...got.keys()].sort()).toEqual([...asked].sort());
+  for (const id of asked) expect(got.get(id)).toEqual(await store.readIndex(queue, id));
+  expect(got.get("g3")).toEqual({ seq: 3, pos: 103, clientId: false, hint: { kind: "delivered" } });
+  expect(got.get("g2")).toEqual({ seq: 2, pos: 102, clientId: true, hint: { kind: "none" } });
+  expect(got.get("alone")).toMatchObject({ seq: 9, pos: 200, clientId: true });
+  expect(got.get("missing")).toBeNull();
+  expect(got.get("hint-only")).toBeNull();
+  // Through the grouping loader: ids asked in one turn share a request, answers are per id.
+  const lookups = new IndexLookups(store, queue);
+  const answers = await Promise.all(asked.map(id => lookups.read(id)));
+  answers.forEach((a, i) => expect(a).toEqual(got.get(asked[i]!)));
 });
 
 test("a partition whose fence flag expired is sealed all the same", async () => {

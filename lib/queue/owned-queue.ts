@@ -8,6 +8,7 @@ import { Backlog, LogPager } from "./backlog";
 import { Checkpointer, type SlotState } from "./checkpointer";
 import { BodyLoader, DerivedWriter } from "./derived-writer";
 import { EventLog } from "./event-log";
+import { IndexLookups } from "./index-lookups";
 import type { QueueEngineOptions } from "./options";
 import type { OwnerLease } from "./owner-lease";
 import { Parked } from "./parked";
@@ -95,13 +96,14 @@ export class OwnedQueue {
       },
       fail,
     );
+    const indexLookups = new IndexLookups(store, key.id);
     this.state = new QueueState(
       {
         log: this.log,
         backlog: this.backlog,
         parked: this.parked,
         derived: this.derived,
-        readIndex: taskId => store.readIndex(key.id, taskId),
+        readIndex: taskId => indexLookups.read(taskId),
         readSource: at => store.readEvent(key.id, at),
         readParked: (table, slot, part, dueAt, pos) =>
           table === "due"

@@ -970,24 +970,27 @@ export class QueueStore {
       [queue, taskId],
       this.read,
     );
-    const row = rs.first();
-    if (!row || row["seq"] === null) return null;
-    const code = (row["hint"] as number | null) ?? 0;
-    const time = num(row["hint_time"]) ?? 0;
-    const part = (row["hint_part"] as number | null) ?? 0;
-    const ref = num(row["hint_ref"]) ?? 0;
-    let hint: ParkedHint = { kind: "none" };
-    if (code === HINT_CODE.delayed)
-      hint = { kind: "delayed", minute: Math.floor(time / 60_000) * 60_000, part, dueAt: time, pos: ref };
-    else if (code === HINT_CODE.dead) hint = { kind: "dead", hour: time, part, pos: ref };
-    else if (code === HINT_CODE.cancelled) hint = { kind: "cancelled" };
-    else if (code === HINT_CODE.delivered) hint = { kind: "delivered" };
-    return {
-      seq: num(row["seq"]) ?? 0,
-      pos: num(row["pos"]) ?? 0,
-      clientId: (row["client_id"] as boolean | null) ?? false,
-      hint,
-    };
+    return indexEntryOf(rs.first());
+  }
+
+  /**
+   * Several tasks' entries in one request (`task_id IN ...`: the coordinator reads each partition);
+   * an id without an entry maps to null. Callers keep the list short (`INDEX_BATCH`).
+   */
+  async readIndexes(queue: string, taskIds: readonly string[]): Promise<Map<string, IndexEntry | null>> {
+    const out = new Map<string, IndexEntry | null>(taskIds.map(id => [id, null]));
+    if (taskIds.length === 0) return out;
+    if (taskIds.length === 1) {
+      out.set(taskIds[0]!, await this.readIndex(queue, taskIds[0]!));
+      return out;
+    }
+    const rs = await this.client.execute(
+      `SELECT task_id, seq, pos, client_id, hint, hint_time, hint_part, hint_ref FROM ${this.ks}.task_index WHERE queue = ? AND task_id IN ?`,
+      [queue, [...taskIds]],
+      this.read,
+    );
+    for (const row of rs.rows) out.set(row["task_id"] as string, indexEntryOf(row));
+    return out;
   }
 
   /**
@@ -1126,5 +1129,26 @@ function placeholder(slot: number, part: number, key: { dueAt: number; pos: numb
     attempt: 0,
     maxAttempts: 0,
     expiresAt: 0,
+  };
+}
+
+/** A task_index row as an entry (null: no row, or one holding only a hint that landed first). */
+function indexEntryOf(row: types.Row | null | undefined): IndexEntry | null {
+  if (!row || row["seq"] === null) return null;
+  const code = (row["hint"] as number | null) ?? 0;
+  const time = num(row["hint_time"]) ?? 0;
+  const part = (row["hint_part"] as number | null) ?? 0;
+  const ref = num(row["hint_ref"]) ?? 0;
+  let hint: ParkedHint = { kind: "none" };
+  if (code === HINT_CODE.delayed)
+    hint = { kind: "delayed", minute: Math.floor(time / 60_000) * 60_000, part, dueAt: time, pos: ref };
+  else if (code === HINT_CODE.dead) hint = { kind: "dead", hour: time, part, pos: ref };
+  else if (code === HINT_CODE.cancelled) hint = { kind: "cancelled" };
+  else if (code === HINT_CODE.delivered) hint = { kind: "delivered" };
+  return {
+    seq: num(row["seq"]) ?? 0,
+    pos: num(row["pos"]) ?? 0,
+    clientId: (row["client_id"] as boolean | null) ?? false,
+    hint,
   };
 }
