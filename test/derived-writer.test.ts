@@ -102,3 +102,28 @@ test("index entries enqueued in one turn share requests of at most INDEX_BATCH; 
   await writer.barrier();
   expect(groups[groups.length - 1]).toEqual(["alone"]);
 });
+
+test("long ids make smaller groups (Cassandra warns of batches over 5 KiB)", async () => {
+  const groups: string[][] = [];
+  const store = {
+    writeIndex: async (_q: string, taskId: string) => void groups.push([taskId]),
+    writeIndexes: async (_q: string, entries: { taskId: string }[]) => void groups.push(entries.map(e => e.taskId)),
+  } as unknown as QueueStore;
+  const writer = new DerivedWriter(
+    store,
+    "o/q",
+    new BodyLoader(store, "o/q"),
+    { rowDurable: () => undefined, markDurable: () => undefined, cancelDurable: () => undefined },
+    reason => {
+      throw new Error(reason);
+    },
+  );
+  // 256 characters of two bytes each: 512 bytes an id.
+  const ids = Array.from({ length: 8 }, (_, i) => `${i}${"é".repeat(255)}`);
+  ids.forEach((taskId, i) =>
+    writer.enqueue({ kind: "index", taskId, seq: i, pos: i, clientId: true, expiresAt: Date.now() + 60_000 }),
+  );
+  await writer.barrier();
+  expect(groups.map(g => g.length)).toEqual([4, 4]);
+  expect(groups.flat().sort()).toEqual([...ids].sort());
+});

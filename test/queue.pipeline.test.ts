@@ -251,9 +251,15 @@ test("task_index entries written and read in groups: each row as written alone, 
     ids.map((taskId, i) => ({ taskId, seq: i, pos: 100 + i, clientId: i % 2 === 0, expiresAt, delivered: i === 3 })),
   );
   await store.writeIndex(queue, "alone", 9, 200, true, expiresAt);
+  // Ids that are not plain ASCII: multi-byte, and one that is not well-formed text (a lone
+  // surrogate, stored as U+FFFD): a grouped read finds them as the single-row read does.
+  await store.writeIndexes(queue, [
+    { taskId: "tâche-ü-😀", seq: 10, pos: 210, clientId: true, expiresAt },
+    { taskId: "lone-\ud800", seq: 11, pos: 211, clientId: true, expiresAt },
+  ]);
   // A hint that landed without its entry (no seq): not an entry.
   await store.writeHint(queue, "hint-only", { kind: "cancelled" }, 300, expiresAt);
-  const asked = [...ids.slice(0, 5), "alone", "missing", "hint-only"];
+  const asked = [...ids.slice(0, 5), "alone", "missing", "hint-only", "tâche-ü-😀", "lone-\ud800"];
   const got = await store.readIndexes(queue, asked);
   expect([...got.keys()].sort()).toEqual([...asked].sort());
   for (const id of asked) expect(got.get(id)).toEqual(await store.readIndex(queue, id));
@@ -262,6 +268,8 @@ test("task_index entries written and read in groups: each row as written alone, 
   expect(got.get("alone")).toMatchObject({ seq: 9, pos: 200, clientId: true });
   expect(got.get("missing")).toBeNull();
   expect(got.get("hint-only")).toBeNull();
+  expect(got.get("tâche-ü-😀")).toMatchObject({ seq: 10, pos: 210 });
+  expect(got.get("lone-\ud800")).toMatchObject({ seq: 11, pos: 211 });
   // Through the grouping loader: ids asked in one turn share a request, answers are per id.
   const lookups = new IndexLookups(store, queue);
   const answers = await Promise.all(asked.map(id => lookups.read(id)));

@@ -48,6 +48,9 @@ const RETRIES = 6;
  */
 export const INDEX_BATCH = 8;
 
+/** Bytes of task ids a group of index entries holds at most: Cassandra warns of batches over 5 KiB. */
+const INDEX_BATCH_ID_BYTES = 2048;
+
 /** task_index writes of one task that are not durable yet: its entry (source) and its latest hint. */
 export interface PendingIndex {
   entry?: IndexEntry & { at: number };
@@ -201,9 +204,17 @@ export class DerivedWriter {
     const first = this.queued.shift()!;
     if (first.write.kind !== "index") return [first];
     const jobs = [first];
+    let idBytes = Buffer.byteLength(first.write.taskId);
     for (let i = 0; i < this.queued.length && jobs.length < INDEX_BATCH;) {
-      if (this.queued[i]!.write.kind === "index") jobs.push(this.queued.splice(i, 1)[0]!);
-      else i++;
+      const w = this.queued[i]!.write;
+      if (w.kind !== "index") {
+        i++;
+        continue;
+      }
+      idBytes += Buffer.byteLength(w.taskId);
+      // Long ids (up to 256 characters of up to 3 bytes each): fewer of them to a group.
+      if (idBytes > INDEX_BATCH_ID_BYTES) break;
+      jobs.push(this.queued.splice(i, 1)[0]!);
     }
     return jobs;
   }

@@ -989,7 +989,18 @@ export class QueueStore {
       [queue, [...taskIds]],
       this.read,
     );
-    for (const row of rs.rows) out.set(row["task_id"] as string, indexEntryOf(row));
+    // A row comes back with its id as stored, in UTF-8: an id that is not well-formed text (a lone
+    // surrogate) comes back with U+FFFD in its place. Match rows to the ids asked for in that form
+    // (every id of that form names the same row, as the single-row read finds).
+    const asked = new Map<string, string[]>();
+    for (const id of taskIds) {
+      const stored = Buffer.from(id, "utf8").toString("utf8");
+      asked.set(stored, [...(asked.get(stored) ?? []), id]);
+    }
+    for (const row of rs.rows) {
+      const entry = indexEntryOf(row);
+      for (const id of asked.get(row["task_id"] as string) ?? []) out.set(id, entry);
+    }
     return out;
   }
 
