@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
+import type { Client } from "cassandra-driver";
 import { ServiceBroker } from "moleculer";
 import { connectCassandra } from "../lib/cassandra/client";
 import { ensureCassandra } from "../scripts/cassandra-launcher";
@@ -224,4 +225,33 @@ export function threadGroupsPerTask(
     .slice(0, top)
     .map(([k, v]) => `${k} ${((v * 1000) / tasks).toFixed(3)}`)
     .join(", ");
+}
+
+/**
+ * The driver alone against the local Cassandra JVM (started unless one runs): a client, a fresh
+ * keyspace with replication factor 1, and the JVM's pid (to read its CPU); `close` drops the
+ * keyspace and stops what it started.
+ */
+export async function driverBench(
+  prefix: string,
+): Promise<{ client: Client; ks: string; pid: number; close(): Promise<void> }> {
+  const cassandra = await ensureCassandra({ reuseIfRunning: true });
+  const pids = cassandraPids();
+  if (pids.length !== 1) throw new Error(`expected one local Cassandra JVM, found ${pids.length}`);
+  const client = await connectCassandra({
+    contactPoints: cassandra.contactPoints,
+    localDataCenter: cassandra.localDataCenter,
+  });
+  const ks = `${prefix}_${randomBytes(4).toString("hex")}`;
+  await client.execute(`CREATE KEYSPACE ${ks} WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}`);
+  return {
+    client,
+    ks,
+    pid: pids[0]!,
+    async close() {
+      await client.execute(`DROP KEYSPACE IF EXISTS ${ks}`);
+      await client.shutdown();
+      await cassandra.stop();
+    },
+  };
 }

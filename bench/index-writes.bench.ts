@@ -6,27 +6,17 @@
  *
  *   BENCH_ROWS=30000 npx tsx bench/index-writes.bench.ts  # starts a local Cassandra unless CASSANDRA_CONTACT_POINTS is set
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { types } from "cassandra-driver";
-import { connectCassandra } from "../lib/cassandra/client";
 import { INDEX_BATCH } from "../lib/queue/derived-writer";
-import { ensureCassandra } from "../scripts/cassandra-launcher";
-import { cassandraPids, processCpu } from "./harness";
+import { driverBench, processCpu } from "./harness";
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 30_000);
 const TTL = 7 * 86_400;
 
 async function main(): Promise<void> {
-  const cassandra = await ensureCassandra({ reuseIfRunning: true });
-  const pids = cassandraPids();
-  if (pids.length !== 1) throw new Error(`expected one local Cassandra JVM, found ${pids.length}`);
-  const pid = pids[0]!;
-  const client = await connectCassandra({
-    contactPoints: cassandra.contactPoints,
-    localDataCenter: cassandra.localDataCenter,
-  });
-  const ks = `bench_index_${randomBytes(4).toString("hex")}`;
-  await client.execute(`CREATE KEYSPACE ${ks} WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}`);
+  const bench = await driverBench("bench_index");
+  const { client, ks, pid } = bench;
   await client.execute(
     `CREATE TABLE ${ks}.task_index (queue text, task_id text, seq bigint, pos bigint, client_id boolean, hint tinyint,
      PRIMARY KEY ((queue, task_id)))`,
@@ -67,9 +57,7 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    await client.execute(`DROP KEYSPACE IF EXISTS ${ks}`);
-    await client.shutdown();
-    await cassandra.stop();
+    await bench.close();
   }
 }
 

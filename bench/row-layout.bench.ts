@@ -11,9 +11,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { types } from "cassandra-driver";
-import { connectCassandra } from "../lib/cassandra/client";
-import { ensureCassandra } from "../scripts/cassandra-launcher";
-import { cassandraPids, processCpu, threadGroupCpu, threadGroupsPerTask } from "./harness";
+import { driverBench, processCpu, threadGroupCpu, threadGroupsPerTask } from "./harness";
 
 const EVENTS = 32;
 const BATCHES = Number(process.env.BENCH_BATCHES ?? 1500);
@@ -28,16 +26,8 @@ function busy(us: number): void {
 const TTL = 7 * 86_400;
 
 async function main(): Promise<void> {
-  const cassandra = await ensureCassandra({ reuseIfRunning: true });
-  const pids = cassandraPids();
-  if (pids.length !== 1) throw new Error(`expected one local Cassandra JVM, found ${pids.length}`);
-  const pid = pids[0]!;
-  const client = await connectCassandra({
-    contactPoints: cassandra.contactPoints,
-    localDataCenter: cassandra.localDataCenter,
-  });
-  const ks = `bench_rows_${randomBytes(4).toString("hex")}`;
-  await client.execute(`CREATE KEYSPACE ${ks} WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}`);
+  const bench = await driverBench("bench_rows");
+  const { client, ks, pid } = bench;
   await client.execute(
     `CREATE TABLE ${ks}.log (queue text, range_id bigint, bucket int, pos int, kind int, ev blob, batch_end int,
      evs blob, sealed boolean static, PRIMARY KEY ((queue, range_id, bucket), pos))`,
@@ -109,9 +99,7 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    await client.execute(`DROP KEYSPACE IF EXISTS ${ks}`);
-    await client.shutdown();
-    await cassandra.stop();
+    await bench.close();
   }
 }
 

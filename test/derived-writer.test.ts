@@ -9,21 +9,24 @@ import type { IndexEntry, QueueStore } from "../lib/queue/store";
 
 type Pending = { resolve: () => void };
 
+/** A writer of queue o/q over a stub store; a write failing for good throws unless `onFailure` takes it. */
+function writerOver(
+  store: QueueStore,
+  onFailure: (reason: string) => void = reason => {
+    throw new Error(reason);
+  },
+): DerivedWriter {
+  const hooks = { rowDurable: () => undefined, markDurable: () => undefined, cancelDurable: () => undefined };
+  return new DerivedWriter(store, "o/q", new BodyLoader(store, "o/q"), hooks, onFailure);
+}
+
 function setup() {
   const writes: Record<"index" | "hint", Pending[]> = { index: [], hint: [] };
   const store = {
     writeIndex: () => new Promise<void>(resolve => writes.index.push({ resolve })),
     writeHint: () => new Promise<void>(resolve => writes.hint.push({ resolve })),
   } as unknown as QueueStore;
-  const writer = new DerivedWriter(
-    store,
-    "o/q",
-    new BodyLoader(store, "o/q"),
-    { rowDurable: () => undefined, markDurable: () => undefined, cancelDurable: () => undefined },
-    reason => {
-      throw new Error(reason);
-    },
-  );
+  const writer = writerOver(store);
   const delayed = { kind: "delayed" as const, minute: 60_000, part: 0, dueAt: 90_000, pos: 5 };
   writer.enqueue({ kind: "index", taskId: "t", seq: 1, pos: 5, clientId: false, expiresAt: Date.now() + 60_000 });
   writer.enqueue({ kind: "hint", taskId: "t", hint: delayed, at: 5, expiresAt: Date.now() + 60_000 });
@@ -76,13 +79,7 @@ test("index entries enqueued in one turn share requests of at most INDEX_BATCH; 
     writeHint: async (_q: string, taskId: string) => void hints.push(taskId),
   } as unknown as QueueStore;
   const failures: string[] = [];
-  const writer = new DerivedWriter(
-    store,
-    "o/q",
-    new BodyLoader(store, "o/q"),
-    { rowDurable: () => undefined, markDurable: () => undefined, cancelDurable: () => undefined },
-    reason => failures.push(reason),
-  );
+  const writer = writerOver(store, reason => failures.push(reason));
   const ids = Array.from({ length: 20 }, (_, i) => `t${i}`);
   const expiresAt = Date.now() + 60_000;
   const delayed = { kind: "delayed" as const, minute: 60_000, part: 0, dueAt: 90_000, pos: 3 };
@@ -109,15 +106,7 @@ test("long ids make smaller groups (Cassandra warns of batches over 5 KiB)", asy
     writeIndex: async (_q: string, taskId: string) => void groups.push([taskId]),
     writeIndexes: async (_q: string, entries: { taskId: string }[]) => void groups.push(entries.map(e => e.taskId)),
   } as unknown as QueueStore;
-  const writer = new DerivedWriter(
-    store,
-    "o/q",
-    new BodyLoader(store, "o/q"),
-    { rowDurable: () => undefined, markDurable: () => undefined, cancelDurable: () => undefined },
-    reason => {
-      throw new Error(reason);
-    },
-  );
+  const writer = writerOver(store);
   // 256 characters of two bytes each: 512 bytes an id.
   const ids = Array.from({ length: 8 }, (_, i) => `${i}${"é".repeat(255)}`);
   ids.forEach((taskId, i) =>

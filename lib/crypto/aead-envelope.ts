@@ -53,7 +53,7 @@ const noncePool = Buffer.allocUnsafeSlow(NONCE_BYTES * 170);
 let nonceAt = noncePool.length;
 
 /** Fills `out[at, at + NONCE_BYTES)` with random bytes no other nonce of this process got. */
-export function writeNonce(out: Buffer, at: number): void {
+function writeNonce(out: Buffer, at: number): void {
   if (nonceAt + NONCE_BYTES > noncePool.length) {
     randomFillSync(noncePool);
     nonceAt = 0;
@@ -66,13 +66,11 @@ export function writeNonce(out: Buffer, at: number): void {
 
 export function sealEnvelope(lib: typeof sodium, key: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Buffer {
   if (key.length !== KEY_BYTES) throw new EnvelopeError(`key must be ${KEY_BYTES} bytes, got ${key.length}`);
-  const header = Buffer.allocUnsafe(HEADER_BYTES);
-  header[0] = ENVELOPE_VERSION;
-  writeNonce(header, 1);
-  const ciphertext = lib.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, header.subarray(1), key);
-  const out = Buffer.allocUnsafe(HEADER_BYTES + ciphertext.length);
-  header.copy(out, 0);
-  out.set(ciphertext, HEADER_BYTES);
+  const out = Buffer.allocUnsafe(HEADER_BYTES + plaintext.length + TAG_BYTES);
+  out[0] = ENVELOPE_VERSION;
+  writeNonce(out, 1);
+  const nonce = out.subarray(1, HEADER_BYTES);
+  out.set(lib.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key), HEADER_BYTES);
   return out;
 }
 

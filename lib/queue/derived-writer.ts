@@ -69,6 +69,8 @@ export function overlayIndex(pending: PendingIndex | undefined, stored: IndexEnt
   return base;
 }
 
+type IndexJob = Extract<DerivedWrite, { kind: "index" }>;
+
 interface Job {
   write: DerivedWrite;
   done: Promise<void>;
@@ -225,7 +227,7 @@ export class DerivedWriter {
       if (attempt > 0) await new Promise(r => setTimeout(r, 50 * 2 ** attempt));
       try {
         if (jobs.length === 1) await this.apply(jobs[0]!.write);
-        else await this.applyIndexes(jobs.map(j => j.write as Extract<DerivedWrite, { kind: "index" }>));
+        else await this.applyIndexes(jobs.map(j => j.write as IndexJob));
         for (const job of jobs) job.resolve();
         return;
       } catch (err) {
@@ -239,18 +241,8 @@ export class DerivedWriter {
   }
 
   /** Several tasks' index entries in one request (see `QueueStore.writeIndexes`). */
-  private async applyIndexes(writes: Extract<DerivedWrite, { kind: "index" }>[]): Promise<void> {
-    await this.store.writeIndexes(
-      this.queue,
-      writes.map(w => ({
-        taskId: w.taskId,
-        seq: w.seq,
-        pos: w.pos,
-        clientId: w.clientId,
-        expiresAt: w.expiresAt,
-        delivered: w.delivered ?? false,
-      })),
-    );
+  private async applyIndexes(writes: IndexJob[]): Promise<void> {
+    await this.store.writeIndexes(this.queue, writes);
     for (const w of writes) this.settledIndex(w);
   }
 
@@ -293,7 +285,7 @@ export class DerivedWriter {
   }
 
   /** The entry `w` is durable. A hint that landed first was kept for the overlay (below): the row is whole now. */
-  private settledIndex(w: Extract<DerivedWrite, { kind: "index" }>): void {
+  private settledIndex(w: IndexJob): void {
     this.settleIndex(w.taskId, p =>
       p.entry?.at === w.pos ? { entry: undefined, hint: p.hint?.landed ? undefined : p.hint } : p,
     );

@@ -5,7 +5,7 @@
  */
 import { RecentMap } from "./recent-map";
 import type { BacklogSnapshot, ParkedSnapshot, Segment, SlotCount, Snapshot } from "./checkpoint";
-import type { ParkedHint } from "./store";
+import type { IndexWrite, ParkedHint } from "./store";
 import {
   EventFlag,
   EventKind,
@@ -23,15 +23,7 @@ export const minuteOf = (t: number): number => Math.floor(t / MINUTE_MS) * MINUT
 
 /** A row to write because an event was committed. Bodies come from memory, or are read from `src`. */
 export type DerivedWrite =
-  | {
-      kind: "index";
-      taskId: string;
-      seq: number;
-      pos: number;
-      clientId: boolean;
-      expiresAt: number;
-      delivered?: boolean;
-    }
+  | ({ kind: "index" } & IndexWrite)
   | { kind: "hint"; taskId: string; hint: ParkedHint; at: number; expiresAt: number }
   | { kind: "due" | "dead"; row: ParkedSpec }
   | { kind: "dueCancel"; minute: number; part: number; dueAt: number; pos: number; expiresAt: number }
