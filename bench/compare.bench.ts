@@ -3,8 +3,10 @@
  * of a new task and ack, then the drain of a pre-filled queue by 1, 8 and 32 workers (fetch, then
  * ack, in a loop):
  *
- * - this queue, one standalone `npm start` node (Cassandra, encryption), callers over NATS;
- * - an in-memory Moleculer queue with the same interface over the same NATS (the transport's floor);
+ * - this queue, one standalone `npm start` node (Cassandra, encryption), callers over NATS (pull:
+ *   fetch / ack; and the package's QueueWorker, concurrency 32: fetchTask, then ackTask with next);
+ * - an in-memory Moleculer queue with the same interface over the same NATS (the transport's floor),
+ *   drained the same two ways;
  * - BullMQ on the machine's Redis (pull: getNextJob / moveToCompleted; and a Worker, concurrency 32);
  * - a RabbitMQ quorum queue, persistent messages with publisher confirms (pull: basic.get / ack; and
  *   a consumer with prefetch 32).
@@ -23,6 +25,7 @@ import { ensureCassandra } from "../scripts/cassandra-launcher";
 import { clientBroker, dropKeyspace, freshNames, meta, NATS, StandaloneNode, waitForQueueNodes } from "./cluster";
 import { cassandraPids, cassandraRequestCounts, countsDiff, processCpu } from "./harness";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
+import { QueueWorker } from "../lib/worker/queue-worker";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
 const LATENCY_SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
@@ -161,6 +164,25 @@ function moleculerPull(
     fetch: (q, worker) => broker.call(`${service}.fetch`, { serviceId: sid(q), workerId: worker }, { meta }),
     ack: async (q, worker) => {
       await broker.call(`${service}.ack`, { serviceId: sid(q), workerId: worker }, { meta });
+    },
+    // The package's worker, as a user runs it: fetchTask, then ackTask with next (one call a task).
+    push: async (q, n, concurrency) => {
+      let done = 0;
+      const t0 = performance.now();
+      const worker = new QueueWorker(
+        broker,
+        { serviceId: sid(q), concurrency, meta, queueService: service, wait: 1, timeToRecover: 30 },
+        () => true,
+      );
+      await new Promise<void>((resolveDone, fail) => {
+        worker.on("completed", () => {
+          if (++done === n) resolveDone();
+        });
+        worker.on("failed", (_task, err) => fail(err));
+      });
+      const rate = n / ((performance.now() - t0) / 1000);
+      await worker.close();
+      return rate;
     },
     close: async () => undefined,
   };
@@ -335,6 +357,10 @@ async function main(): Promise<void> {
       console.log(
         `this queue / in-memory over NATS, ${w}-worker drain: ${((mine[`drain ${w} workers /s`]! / floor[`drain ${w} workers /s`]!) * 100).toFixed(0)} %`,
       );
+    const push = "push, concurrency 32 /s";
+    console.log(
+      `this queue / in-memory over NATS, QueueWorker with concurrency 32: ${((mine[push]! / floor[push]!) * 100).toFixed(0)} %`,
+    );
   }
 }
 

@@ -14,13 +14,17 @@
  *   BENCH_ACL=trust npx tsx bench/drain.bench.ts    # owner from meta instead of a verified grant
  *   BENCH_FENCE_LEASE=0 npx tsx bench/drain.bench.ts # without the fence lease (every commit: write, then read)
  *   BENCH_MAX_BATCH=8 npx tsx bench/drain.bench.ts  # at most 8 events per batch (default 128)
- *   BENCH_ACK_NEXT=1 npx tsx bench/drain.bench.ts   # this queue's workers: ackTask with next: true (one call a task)
+ *   BENCH_LOOP=ack-next npx tsx bench/drain.bench.ts # workers call ackTask with next: true (one call a task)
+ *   BENCH_LOOP=queue-worker npx tsx bench/drain.bench.ts # the package's QueueWorker, concurrency = workers
+ *                                                    # (fetchTask, then ackTask with next); the in-memory
+ *                                                    # queue is drained the same way (BENCH_ACK_NEXT=1: ack-next)
  *   BENCH_SAMPLES=2000 npx tsx bench/drain.bench.ts # single-caller latency over 2,000 tasks first (default 1,000; 0: none)
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
  *                                                    # and of the fill before it (<dir>/drain-<workers>.cpuprofile,
  *                                                    # <dir>/fill-<workers>.cpuprofile)
  *   BENCH_CLIENT_IDS=1 npx tsx bench/drain.bench.ts  # the fill's adds carry their own taskId
  *   BENCH_TRANSPORTER=nats://127.0.0.1:4222 npx tsx bench/drain.bench.ts  # both brokers over NATS
+ *   node --expose-gc --import tsx bench/drain.bench.ts  # also the heap left after each drain (full GC)
  *   BENCH_CLUSTER=3 npx tsx bench/drain.bench.ts    # a local 3-node Cassandra, replication factor 3
  *                                                    # (stop other Cassandra JVMs first: CPU is summed over all)
  */
@@ -36,6 +40,7 @@ import { ensureCassandra, startLocalCluster } from "../scripts/cassandra-launche
 import { createKeysService } from "../services/keys.service";
 import { mintAccessToken } from "../lib/http/access-token";
 import { AclMiddleware } from "../middleware/acl.middleware";
+import { QueueWorker } from "../lib/worker/queue-worker";
 import { memoryQueueSchema } from "./fixtures/memory-queue";
 import {
   cassandraPids,
@@ -56,8 +61,15 @@ const DEPTH = process.env.BENCH_DEPTH ? Number(process.env.BENCH_DEPTH) : undefi
 const FENCE_LEASE = process.env.BENCH_FENCE_LEASE ? Number(process.env.BENCH_FENCE_LEASE) : undefined;
 /** Events per batch at most; the engine's default when unset. */
 const MAX_BATCH = process.env.BENCH_MAX_BATCH ? Number(process.env.BENCH_MAX_BATCH) : undefined;
-/** Workers ack with `ackTask` `next: true` (one call per task) instead of fetch then ack. */
-const ACK_NEXT = process.env.BENCH_ACK_NEXT === "1";
+/**
+ * How the workers drain, both queues alike: `fetch-ack` (fetch, then ack: two calls a task),
+ * `ack-next` (fetchTask once, then ackTask with `next: true`: one call a task) or `queue-worker`
+ * (the package's QueueWorker with concurrency = workers: what a user's worker does).
+ */
+const LOOP = (process.env.BENCH_LOOP ?? (process.env.BENCH_ACK_NEXT === "1" ? "ack-next" : "fetch-ack")) as
+  "fetch-ack" | "ack-next" | "queue-worker";
+if (!["fetch-ack", "ack-next", "queue-worker"].includes(LOOP))
+  throw new Error(`BENCH_LOOP must be fetch-ack, ack-next or queue-worker, not ${LOOP}`);
 /** Tasks of the single-caller latency run (add each, then fetch and ack each); 0 skips it. */
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
 /** Where to write a CPU profile of each measured drain (none when unset). */
@@ -167,12 +179,14 @@ async function drain(
   serviceId: string,
   workers: number,
   service = "worker.queue",
+  tasks = TASKS,
 ): Promise<number> {
   let done = 0;
+  if (LOOP === "queue-worker") return drainByQueueWorker(client, serviceId, workers, service, tasks);
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
       const workerId = `drain-${w}`;
-      if (ACK_NEXT && service === "worker.queue") {
+      if (LOOP === "ack-next") {
         let held = await client.call<{ taskId: string } | null, object>(
           `${service}.fetchTask`,
           { serviceId, workerId },
@@ -197,6 +211,36 @@ async function drain(
       }
     }),
   );
+  return done;
+}
+
+/** The package's QueueWorker drains the queue (concurrency = workers); resolves with the tasks it completed. */
+async function drainByQueueWorker(
+  client: ServiceBroker,
+  serviceId: string,
+  workers: number,
+  service: string,
+  tasks: number,
+): Promise<number> {
+  let done = 0;
+  let failed: unknown;
+  const worker = new QueueWorker(
+    client,
+    { serviceId, concurrency: workers, meta, queueService: service, wait: 1, timeToRecover: 30 },
+    () => true,
+  );
+  await new Promise<void>(resolve => {
+    worker.on("completed", () => {
+      if (++done === tasks) resolve();
+    });
+    worker.on("failed", (_task: unknown, err: unknown) => {
+      failed ??= err;
+      resolve();
+    });
+    void worker.run();
+  });
+  await worker.close();
+  if (failed) throw failed instanceof Error ? failed : new Error(String(failed));
   return done;
 }
 
@@ -287,7 +331,7 @@ async function main(): Promise<void> {
     // Warm-up: the JIT of both sides, the keys, the prepared statements.
     const warm = randomUUID();
     await fill(callers, warm, 3000);
-    await drain(callers, warm, 32);
+    await drain(callers, warm, 32, "worker.queue", 3000);
     if (SAMPLES > 0) {
       await latencies(callers, 300, "worker.queue");
       console.log(`\none caller, ${SAMPLES} tasks, over the ${TRANSPORTER} transporter:`);
@@ -333,7 +377,7 @@ async function main(): Promise<void> {
       const sizes = [...counter.batchSizes].sort((a, b) => a - b);
       const mean = sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
       console.log(
-        `\n${workers} workers drain ${done} tasks: ${Math.round(done / secs)} tasks/s (the fill before it, 64 callers adding: ${Math.round(fillRate)} tasks/s)`,
+        `\n${workers} workers (${LOOP}) drain ${done} tasks: ${Math.round(done / secs)} tasks/s (the fill before it, 64 callers adding: ${Math.round(fillRate)} tasks/s)`,
       );
       console.log(
         `  the fill: CPU per task: this process ${((fillCpu.user + fillCpu.system) / 1000 / TASKS).toFixed(3)} ms, ` +
@@ -363,12 +407,20 @@ async function main(): Promise<void> {
             .join(", ") || "none"
         }`,
       );
+      // What the drain left alive (node --expose-gc): an acked task should not stay in memory.
+      const gc = (globalThis as { gc?: () => void }).gc;
+      if (gc) {
+        gc();
+        console.log(
+          `  heap used after the drain and a full GC: ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(1)} MB`,
+        );
+      }
       rates.set(workers, done / secs);
     }
     // The floor: the same drains, the same brokers and grants, an in-memory queue.
     const warmFloor = randomUUID();
     await fill(callers, warmFloor, 3000, "memory.queue");
-    await drain(callers, warmFloor, 32, "memory.queue");
+    await drain(callers, warmFloor, 32, "memory.queue", 3000);
     console.log("");
     for (const workers of WORKERS) {
       const serviceId = randomUUID();
@@ -379,7 +431,7 @@ async function main(): Promise<void> {
       const rate = done / ((performance.now() - t0) / 1000);
       const cpu = process.cpuUsage(cpu0);
       console.log(
-        `in-memory queue, same brokers, ${workers} workers: ${Math.round(rate)} tasks/s, ` +
+        `in-memory queue, same brokers, ${workers} workers (${LOOP}): ${Math.round(rate)} tasks/s, ` +
           `this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms CPU per task; ` +
           `this queue ${((rates.get(workers)! / rate) * 100).toFixed(0)} % of it`,
       );
