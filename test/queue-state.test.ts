@@ -324,6 +324,32 @@ describe("targeted cases", () => {
     expect(await q.state.fetch("w", 60_000)).toBeNull();
   });
 
+  test("a task that ends, is given back or is handed over leaves the lease deadlines at once", async () => {
+    const q = memoryQueue({ windowMax: 4 });
+    for (let i = 0; i < 40; i++) await add(q, `t${i}`, { token: i % 4 === 0 });
+    // Leases of 60 s, each acked long before its deadline: none of them may stay in the heap.
+    for (let round = 0; round < 8; round++) {
+      const got = await Promise.all(Array.from({ length: 4 }, (_, w) => q.state.fetch(`w${w}`, 60_000)));
+      expect(got.filter(d => d !== null)).toHaveLength(4);
+      expect(q.state.leaseDeadlines).toBe(4);
+      await q.state.ack("w0", undefined, false, async t => sealed({ result: t.id }));
+      await q.state.ack("w1", undefined, true, async t => sealed({ failed: t.id }));
+      await q.state.release("w2", undefined, 0, undefined);
+      await q.state.ack("w3", undefined, false, async t => sealed({ result: t.id }));
+      expect(q.state.leaseDeadlines).toBe(0);
+      advance(10);
+    }
+    // A lease that runs out is claimed again by the next fetch: one deadline, the new one.
+    const held = await q.state.fetch("slow", 1_000);
+    expect(held).not.toBeNull();
+    advance(2_000);
+    const again = await q.state.fetch("next", 60_000);
+    expect(again?.taskId).toBe(held!.taskId);
+    expect(q.state.leaseDeadlines).toBe(1);
+    await q.state.ack("next", undefined, false, async t => sealed({ result: t.id }));
+    expect(q.state.leaseDeadlines).toBe(0);
+  });
+
   test("more concurrent fetches than the window holds all get a task while the backlog has more", async () => {
     const q = memoryQueue({ windowMax: 4 });
     for (let i = 0; i < 40; i++) await add(q, `t${i}`);

@@ -199,12 +199,24 @@ export class QueueState {
   private remove(t: Task, as: PublicState): void {
     if (this.inflight.get(t.id) !== t) return;
     this.inflight.delete(t.id);
+    this.leases.delete(t);
     // A task parked as delayed or dead has not ended: its status comes from its row.
     if (as !== "delayed" && as !== "dead") this.ended.set(t.id, as);
     else this.ended.delete(t.id);
     if (t.worker !== undefined && this.byWorker.get(t.worker) === t) this.byWorker.delete(t.worker);
     this.handoverDone(t);
     t.body = undefined;
+  }
+
+  /** The task holds no lease any more: its deadline leaves the heap (nothing keeps an ended task alive). */
+  private dropLease(t: Task): void {
+    clearLease(t);
+    this.leases.delete(t);
+  }
+
+  /** Lease deadlines kept: one per leased task. */
+  get leaseDeadlines(): number {
+    return this.leases.size;
   }
 
   /** Ends a task: handing over its sealed outcome when it has one, else forgetting it. */
@@ -214,7 +226,7 @@ export class QueueState {
       t.state = "handing-over";
       t.result = result;
       t.resultPos = resultPos;
-      clearLease(t);
+      this.dropLease(t);
       this.waitForHandover(t);
     } else {
       this.remove(t, as);
@@ -795,7 +807,7 @@ export class QueueState {
     }
     const now = Date.now();
     this.byWorker.delete(worker);
-    clearLease(t);
+    this.dropLease(t);
     const notBefore = delayMs > 0 ? now + delayMs : undefined;
     const delayed = notBefore !== undefined && notBefore > this.parked.dueFloor(now);
     const event: LogEvent = {
@@ -863,7 +875,7 @@ export class QueueState {
   /** Moves a task to the dead letters. Synchronous up to the append, like every change. */
   private kill(t: Task, reason: string): Promise<unknown> {
     if (t.worker !== undefined && this.byWorker.get(t.worker) === t) this.byWorker.delete(t.worker);
-    clearLease(t);
+    this.dropLease(t);
     t.state = "dead";
     t.reason = reason;
     // Dead rows are grouped by the hour their retention ends, so a group expires all at once.
