@@ -239,9 +239,20 @@ async function drainByQueueWorker(
     });
     void worker.run();
   });
-  await worker.close();
+  // Closed after the caller has taken its measurements: close() waits for the slots' long polls
+  // (up to `wait`), which is not part of the drain.
+  closing = worker.close();
   if (failed) throw failed instanceof Error ? failed : new Error(String(failed));
   return done;
+}
+
+/** The QueueWorker of the last drain, closing (awaited by `settle`). */
+let closing: Promise<void> | undefined;
+
+/** Waits for what the last drain left closing. */
+async function settle(): Promise<void> {
+  await closing;
+  closing = undefined;
 }
 
 /** One caller, one call at a time: add N tasks, then fetch (a new task) and ack each; p50 / p99 per call. */
@@ -332,6 +343,7 @@ async function main(): Promise<void> {
     const warm = randomUUID();
     await fill(callers, warm, 3000);
     await drain(callers, warm, 32, "worker.queue", 3000);
+    await settle();
     if (SAMPLES > 0) {
       await latencies(callers, 300, "worker.queue");
       console.log(`\none caller, ${SAMPLES} tasks, over the ${TRANSPORTER} transporter:`);
@@ -372,6 +384,7 @@ async function main(): Promise<void> {
       if (session) await stopProfile(session, `drain-${workers}`);
       const cpu = process.cpuUsage(cpu0);
       const cassandraCpu = cpid ? jvmCpu() - c0 : NaN;
+      await settle();
       const threads = threads0 && threadGroupsPerTask(threads0, threadGroupCpu(cpid![0]!), done);
       const perTask = (x: number) => (x / done).toFixed(2);
       const sizes = [...counter.batchSizes].sort((a, b) => a - b);
@@ -421,6 +434,7 @@ async function main(): Promise<void> {
     const warmFloor = randomUUID();
     await fill(callers, warmFloor, 3000, "memory.queue");
     await drain(callers, warmFloor, 32, "memory.queue", 3000);
+    await settle();
     console.log("");
     for (const workers of WORKERS) {
       const serviceId = randomUUID();
@@ -430,6 +444,7 @@ async function main(): Promise<void> {
       const done = await drain(callers, serviceId, workers, "memory.queue");
       const rate = done / ((performance.now() - t0) / 1000);
       const cpu = process.cpuUsage(cpu0);
+      await settle();
       console.log(
         `in-memory queue, same brokers, ${workers} workers (${LOOP}): ${Math.round(rate)} tasks/s, ` +
           `this process ${((cpu.user + cpu.system) / 1000 / done).toFixed(3)} ms CPU per task; ` +
