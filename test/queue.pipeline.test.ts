@@ -241,6 +241,64 @@ test("a batch's events with one TTL share a row (a run); every reader finds each
   expect(await store.readEvent(queue, position(1, 0, 8))).toBeNull();
 });
 
+test("a page over runs asks Cassandra for the rows its events need, not for `limit` rows", async () => {
+  const store = new QueueStore(client, keyspace, 3600);
+  const queue = `pipe/${randomUUID()}`;
+  const ref: BucketRef = { range: 1, bucket: 0 };
+  expect(await store.createBucket(queue, ref)).toBe(true);
+  // 40 runs of 100 events, then 30 events of a row each (single appends).
+  for (let b = 0; b < 40; b++)
+    await store.appendEvents(
+      queue,
+      ref,
+      b * 100,
+      Array.from({ length: 100 }, (_, i) => event(b * 100 + i)),
+    );
+  for (let n = 4000; n < 4030; n++) await store.appendEvents(queue, ref, n, [event(n)]);
+  const ids = (events: { taskId: string }[]) => events.map(e => e.taskId);
+  const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => `t${from + i}`);
+  const fetched = jest.spyOn(client, "execute");
+  // Rows Cassandra sent for the requests since the last mockClear (not only those the page used).
+  const rowsSent = async () => {
+    let n = 0;
+    for (const r of fetched.mock.results) n += ((await r.value) as { rows: unknown[] }).rows.length;
+    fetched.mockClear();
+    return n;
+  };
+  try {
+    // Nothing known of the rows: the first request asks for a few, enough here for 300 events.
+    fetched.mockClear();
+    const cold = await store.readBucket(queue, ref, 0, 300);
+    expect(ids(cold.events)).toEqual(range(0, 300));
+    expect(await rowsSent()).toBeLessThanOrEqual(16);
+    // Told the rows hold about 100 events: 300 events from inside a run take at most 5 rows.
+    const warm = await store.readBucket(queue, ref, 250, 300, undefined, 200, undefined, 100);
+    expect(ids(warm.events)).toEqual(range(250, 550));
+    expect(await rowsSent()).toBeLessThanOrEqual(5);
+    expect(warm.rows).toBeLessThanOrEqual(5);
+    // A wrong estimate costs requests, never events: single rows read with a run's estimate.
+    const sparse = await store.readBucket(queue, ref, 4000, 30, undefined, undefined, undefined, 100);
+    expect(ids(sparse.events)).toEqual(range(4000, 4030));
+    expect(sparse.rows).toBe(30);
+    expect(fetched.mock.calls.length).toBeGreaterThan(1);
+    // Every start and limit still gives exactly the events asked for, with or without an estimate.
+    for (const [from, limit] of [
+      [0, 1],
+      [99, 2],
+      [150, 1000],
+      [3990, 25],
+      [3999, 100],
+    ] as const) {
+      for (const estimate of [undefined, 1, 100]) {
+        const page = await store.readBucket(queue, ref, from, limit, undefined, undefined, undefined, estimate);
+        expect(ids(page.events)).toEqual(range(from, Math.min(from + limit, 4030)));
+      }
+    }
+  } finally {
+    fetched.mockRestore();
+  }
+});
+
 test("task_index entries written and read in groups: each row as written alone, an id without a row is null", async () => {
   const store = new QueueStore(client, keyspace, 3600);
   const queue = `o/${randomUUID()}`;

@@ -60,6 +60,8 @@ export class LogPager implements LogReader {
 
   /** The run rows the last page read (absolute positions [first, end)): where a page from inside one starts. */
   private lastRuns: [number, number][] = [];
+  /** Events per row of the last page: how many rows the next one asks for. */
+  private eventsPerRow: number | undefined;
 
   /** The first position of the run row holding `at`, if the last page read it and `at` is inside it. */
   private runStart(at: number): number | undefined {
@@ -86,8 +88,18 @@ export class LogPager implements LogReader {
       }
       const end = splitPosition(before);
       const beforePos = end.range === range && end.bucket === bucket ? end.pos : undefined;
-      const page = await this.store.readBucket(this.queue, { range, bucket }, pos, limit, beforePos, this.runStart(at));
+      const page = await this.store.readBucket(
+        this.queue,
+        { range, bucket },
+        pos,
+        limit,
+        beforePos,
+        this.runStart(at),
+        undefined,
+        this.eventsPerRow,
+      );
       const { events, done } = page;
+      if (page.rows > 0 && events.length > 0) this.eventsPerRow = events.length / page.rows;
       this.lastRuns = page.runs.map(([first, end]) => [position(range, bucket, first), position(range, bucket, end)]);
       if (events.length > 0) {
         const next = done ? after : events[events.length - 1]!.at + 1;
