@@ -651,7 +651,7 @@ export class QueueStore {
    * holds nothing more in that span.
    *
    * A row holds one event or a run of up to 128, so `limit` rows always suffice, but asking for
-   * them all at once fetched up to 128 times the events wanted (a drain read 242 MB of rows to
+   * that many rows at once fetched up to 128 times the events wanted (a drain read 242 MB of rows to
    * deliver 30,000 tasks). Cassandra is asked for the rows the events per row seen so far call for
    * (`eventsPerRow`: the caller's estimate from its last page; else FIRST_PAGE_ROWS), and paged on
    * while the page is short.
@@ -684,15 +684,14 @@ export class QueueStore {
       // Rows for the events still wanted, at the density read so far (one more for a run cut short).
       const density = events.length > 0 ? events.length / seen : eventsPerRow;
       const wanted = density && density > 0 ? Math.ceil((limit - events.length) / density) + 1 : FIRST_PAGE_ROWS;
-      const rs = await this.client.execute(
-        `SELECT ${cols} FROM ${this.ks}.queue_log WHERE ${where} LIMIT ?`,
-        [...params, limit],
-        {
-          ...this.read,
-          fetchSize: Math.max(1, Math.min(wanted, limit, 1000)),
-          pageState,
-        },
-      );
+      // No LIMIT: Cassandra 5.0 restarts a paged query from its first row when a later page's
+      // size reaches the query's LIMIT (seen on the dev node), which returned events twice. The
+      // loop stops at `limit` events itself; the driver pages bound what is fetched.
+      const rs = await this.client.execute(`SELECT ${cols} FROM ${this.ks}.queue_log WHERE ${where}`, params, {
+        ...this.read,
+        fetchSize: Math.max(1, Math.min(wanted, limit, 1000)),
+        pageState,
+      });
       if (columns === EVENT_COLUMNS && rs.rows.some(isLegacyRow))
         return this.readBucket(queue, ref, fromPos, limit, beforePos, undefined, ALL_EVENT_COLUMNS, eventsPerRow);
       let rows = rs.rows;
@@ -715,13 +714,14 @@ export class QueueStore {
           if (at < fromPos) continue;
           if (at >= last) return page(true);
           events.push(e);
-          // A row holds one event or more, so `limit` rows are enough; the page ends at `limit` events.
+          // The page ends at `limit` events (a row holds one or more).
           if (events.length >= limit) return page(false);
         }
       }
       pageState = rs.pageState ?? undefined;
     } while (pageState);
-    return page(seen < limit);
+    // Every row of the span was read.
+    return page(true);
   }
 
   /** The run row that starts before `pos` and may hold it (the last row before it, when a run). */
