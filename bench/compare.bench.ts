@@ -23,9 +23,8 @@ import { Queue, Worker } from "bullmq";
 import type { ServiceBroker } from "moleculer";
 import { ensureCassandra } from "../scripts/cassandra-launcher";
 import { clientBroker, dropKeyspace, freshNames, meta, NATS, StandaloneNode, waitForQueueNodes } from "./cluster";
-import { cassandraPids, cassandraRequestCounts, countsDiff, processCpu } from "./harness";
+import { cassandraPids, cassandraRequestCounts, countsDiff, drainWithQueueWorker, processCpu } from "./harness";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
-import { QueueWorker } from "../lib/worker/queue-worker";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
 const LATENCY_SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
@@ -167,21 +166,16 @@ function moleculerPull(
     },
     // The package's worker, as a user runs it: fetchTask, then ackTask with next (one call a task).
     push: async (q, n, concurrency) => {
-      let done = 0;
       const t0 = performance.now();
-      const worker = new QueueWorker(
-        broker,
-        { serviceId: sid(q), concurrency, meta, queueService: service, wait: 1, timeToRecover: 30 },
-        () => true,
-      );
-      await new Promise<void>((resolveDone, fail) => {
-        worker.on("completed", () => {
-          if (++done === n) resolveDone();
-        });
-        worker.on("failed", (_task, err) => fail(err));
+      const { closed } = await drainWithQueueWorker(broker, {
+        serviceId: sid(q),
+        concurrency,
+        tasks: n,
+        meta,
+        service,
       });
       const rate = n / ((performance.now() - t0) / 1000);
-      await worker.close();
+      await closed;
       return rate;
     },
     close: async () => undefined,

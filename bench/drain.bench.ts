@@ -40,11 +40,11 @@ import { ensureCassandra, startLocalCluster } from "../scripts/cassandra-launche
 import { createKeysService } from "../services/keys.service";
 import { mintAccessToken } from "../lib/http/access-token";
 import { AclMiddleware } from "../middleware/acl.middleware";
-import { QueueWorker } from "../lib/worker/queue-worker";
 import { memoryQueueSchema } from "./fixtures/memory-queue";
 import {
   cassandraPids,
   cassandraRequestCounts,
+  drainWithQueueWorker,
   countsDiff,
   percentile,
   processCpu,
@@ -222,27 +222,15 @@ async function drainByQueueWorker(
   service: string,
   tasks: number,
 ): Promise<number> {
-  let done = 0;
-  let failed: unknown;
-  const worker = new QueueWorker(
-    client,
-    { serviceId, concurrency: workers, meta, queueService: service, wait: 1, timeToRecover: 30 },
-    () => true,
-  );
-  await new Promise<void>(resolve => {
-    worker.on("completed", () => {
-      if (++done === tasks) resolve();
-    });
-    worker.on("failed", (_task: unknown, err: unknown) => {
-      failed ??= err;
-      resolve();
-    });
-    void worker.run();
+  const { done, closed } = await drainWithQueueWorker(client, {
+    serviceId,
+    concurrency: workers,
+    tasks,
+    meta,
+    service,
   });
-  // Closed after the caller has taken its measurements: close() waits for the slots' long polls
-  // (up to `wait`), which is not part of the drain.
-  closing = worker.close();
-  if (failed) throw failed instanceof Error ? failed : new Error(String(failed));
+  // Closed after the caller has taken its measurements (see settle).
+  closing = closed;
   return done;
 }
 

@@ -15,6 +15,7 @@ import { mintAccessToken } from "../lib/http/access-token";
 import { createApiService } from "../services/api.service";
 import { createKeysService } from "../services/keys.service";
 import { createQueueService } from "../services/queue.service";
+import { QueueWorker } from "../lib/worker/queue-worker";
 
 export const OWNER = "bench-owner";
 export const meta = { ownerId: OWNER };
@@ -254,4 +255,40 @@ export async function driverBench(
       await cassandra.stop();
     },
   };
+}
+
+/**
+ * The package's QueueWorker (a trivial handler, `concurrency` slots) drains `tasks` tasks of a
+ * queue, as a user's worker does: fetchTask, then ackTask with next. Resolves once the last one is
+ * acked; `closed` settles when the worker has closed (close() waits out the slots' long polls,
+ * which is not part of the drain). Rejects with the first failed task's error.
+ */
+export async function drainWithQueueWorker(
+  broker: ServiceBroker,
+  o: { serviceId: string; concurrency: number; tasks: number; meta: Record<string, unknown>; service: string },
+): Promise<{ done: number; closed: Promise<void> }> {
+  let done = 0;
+  const worker = new QueueWorker(
+    broker,
+    {
+      serviceId: o.serviceId,
+      concurrency: o.concurrency,
+      meta: o.meta,
+      queueService: o.service,
+      wait: 1,
+      timeToRecover: 30,
+    },
+    () => true,
+  );
+  const finished = new Promise<void>((resolve, reject) => {
+    worker.on("completed", () => {
+      if (++done === o.tasks) resolve();
+    });
+    worker.on("failed", (_task, err) => reject(err));
+  });
+  await finished.catch(async (err: unknown) => {
+    await worker.close();
+    throw err;
+  });
+  return { done, closed: worker.close() };
 }

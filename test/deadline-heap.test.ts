@@ -3,17 +3,7 @@
  * in), deletes and pops; every pop must give an earliest item, and the heap holds each item once.
  */
 import { DeadlineHeap } from "../lib/queue/deadline-heap";
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "./helpers/prng";
 
 test.each([1, 2, 3, 4, 5])("random pushes, moves, deletes and pops match a reference (seed %i)", seed => {
   const rnd = prng(seed);

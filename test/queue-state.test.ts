@@ -22,21 +22,10 @@ import {
   type MemoryQueue,
   type Tables,
 } from "./helpers/memory-queue";
+import { prng } from "./helpers/prng";
 
 const sealed = (v: unknown) => ({ keyId: "k", blob: Buffer.from(JSON.stringify(v)) });
 const valueOf = (d: Delivery | null) => (d ? JSON.parse(d.value.blob.toString()) : null);
-
-/** A small seeded generator, so a failing seed can be replayed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let now = Date.UTC(2026, 11, 1, 12, 0, 0);
 beforeEach(() => {

@@ -52,7 +52,6 @@ const FIELDS: readonly (readonly [tag: number, name: keyof LogEvent, type: T])[]
 const BY_TAG: (readonly [number, keyof LogEvent, T] | undefined)[] = [];
 for (const f of FIELDS) BY_TAG[f[0]] = f;
 
-/** The blob of an event (everything but its kind). */
 const FIELD_COUNT = FIELDS.length;
 const FIELD_TAGS = FIELDS.map(f => f[0]);
 const FIELD_NAMES = FIELDS.map(f => f[1]);
@@ -60,6 +59,7 @@ const FIELD_TYPES = FIELDS.map(f => f[2]);
 /** The fields of the event being encoded (encoding is synchronous: one scratch array will do). */
 const present: unknown[] = new Array(FIELD_COUNT).fill(undefined);
 
+/** The blob of an event (everything but its kind). */
 export function encodeEvent(e: LogEvent): Buffer {
   const rec = e as unknown as Record<string, unknown>;
   // Index loops over flat arrays, not `for (const [..] of FIELDS)` twice: a quarter less allocated
