@@ -13,6 +13,9 @@ import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/clien
 import { mintAccessToken } from "../lib/http/access-token";
 
 const ROOT = resolve(__dirname, "..");
+/** BENCH_NODE_ARGS: extra Node options for the standalone queue nodes (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"). */
+const nodeArgs = (): string[] => (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+
 export const NATS = process.env.TRANSPORTER ?? "nats://127.0.0.1:4222";
 export const OWNER = "bench-owner";
 /** Every node verifies grants with this secret; `clientBroker` puts a grant for OWNER into `meta`. */
@@ -36,7 +39,7 @@ export class StandaloneNode {
   private stopped = false;
 
   constructor(readonly o: NodeOptions) {
-    this.child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "scripts", "start.ts")], {
+    this.child = spawn(process.execPath, [...nodeArgs(), "--import", "tsx", join(ROOT, "scripts", "start.ts")], {
       cwd: ROOT,
       env: {
         ...process.env,

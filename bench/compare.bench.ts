@@ -1,5 +1,5 @@
 /**
- * One run, four queues, the same workload (256-byte values): single-caller latencies of add, fetch
+ * One run, six queues, the same workload (256-byte values): single-caller latencies of add, fetch
  * of a new task and ack, then the drain of a pre-filled queue by 1, 8 and 32 workers (fetch, then
  * ack, in a loop):
  *
@@ -7,12 +7,17 @@
  *   fetch / ack; and the package's QueueWorker, concurrency 32: fetchTask, then ackTask with next);
  * - an in-memory Moleculer queue with the same interface over the same NATS (the transport's floor),
  *   drained the same two ways;
+ * - the same in-memory queue answering each change (add, new lease, ack) only after a group commit
+ *   of its turn: a 1 ms timer (no CPU), and one single-row Cassandra write (the least a durable
+ *   queue on Cassandra can do): the bounds of any queue that commits before it answers;
  * - BullMQ on the machine's Redis (pull: getNextJob / moveToCompleted; and a Worker, concurrency 32);
  * - a RabbitMQ quorum queue, persistent messages with publisher confirms (pull: basic.get / ack; and
  *   a consumer with prefetch 32).
  *
  *   npx tsx bench/compare.bench.ts            # REDIS_URL, AMQP_URL, TRANSPORTER, CASSANDRA_CONTACT_POINTS
  *   BENCH_TASKS=5000 npx tsx bench/compare.bench.ts
+ *   BENCH_MARKS=1 ...       # prints each drain's start and end on the monotonic clock (for perf windows)
+ *   BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p" ...   # Node options of the queue node
  */
 import { execFileSync, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -29,8 +34,12 @@ import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/clien
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
 const LATENCY_SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
 const WORKERS = (process.env.BENCH_WORKERS ?? "1,8,32").split(",").map(Number);
-/** BENCH_SUBJECTS=queue,memory,bullmq,rabbitmq (all by default) picks the subjects to measure. */
-const SUBJECTS = new Set((process.env.BENCH_SUBJECTS ?? "queue,memory,bullmq,rabbitmq").split(","));
+/**
+ * BENCH_SUBJECTS=queue,memory,timer,cassandra,bullmq,rabbitmq (all by default) picks the subjects:
+ * `timer` and `cassandra` are the in-memory queue answering each change after a group commit (a
+ * 1 ms timer; one Cassandra row), the bounds of any queue that commits before it answers.
+ */
+const SUBJECTS = new Set((process.env.BENCH_SUBJECTS ?? "queue,memory,timer,cassandra,bullmq,rabbitmq").split(","));
 const REDIS = new URL(process.env.REDIS_URL ?? "redis://127.0.0.1:6379");
 const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const value = { pad: "x".repeat(256 - JSON.stringify({ pad: "" }).length) };
@@ -86,6 +95,7 @@ async function drain(s: Subject, queue: string, workers: number): Promise<number
   const req0 = await s.requests?.();
   const cpu0 = cpuOf(s.pids ?? {});
   const t0 = performance.now();
+  if (process.env.BENCH_MARKS) console.log(`  mark: drain ${workers} starts at ${process.hrtime.bigint()} ns`);
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
       const worker = `w-${w}`;
@@ -98,6 +108,7 @@ async function drain(s: Subject, queue: string, workers: number): Promise<number
     }),
   );
   const rate = done / ((performance.now() - t0) / 1000);
+  if (process.env.BENCH_MARKS) console.log(`  mark: drain ${workers} ends at ${process.hrtime.bigint()} ns`);
   const cpu1 = cpuOf(s.pids ?? {});
   const per = Object.fromEntries(
     Object.keys(cpu1).map(k => [k, Math.round(((cpu1[k]! - cpu0[k]!) * 1e6) / Math.max(1, done)) / 1000]),
@@ -282,12 +293,19 @@ async function main(): Promise<void> {
   process.env.CASSANDRA_CONTACT_POINTS = cassandra.contactPoints.join(",");
   process.env.CASSANDRA_LOCAL_DC = cassandra.localDataCenter;
   const { namespace, keyspace } = freshNames("compare");
+  const floorKeyspace = `${keyspace}_floor`;
   const node = new StandaloneNode({ namespace, keyspace, nodeId: "compare-queue", port: 3141 });
   const memory = spawn(
     process.execPath,
     ["--import", "tsx", join(resolve(__dirname), "fixtures", "memory-queue-node.ts")],
     {
-      env: { ...process.env, NAMESPACE: namespace, NODEID: "compare-memory", TRANSPORTER: NATS },
+      env: {
+        ...process.env,
+        NAMESPACE: namespace,
+        NODEID: "compare-memory",
+        TRANSPORTER: NATS,
+        MEMORY_COMMIT_KEYSPACE: floorKeyspace,
+      },
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
@@ -295,7 +313,7 @@ async function main(): Promise<void> {
   await node.ready;
   const broker = await clientBroker(namespace);
   await waitForQueueNodes(broker, 1);
-  await broker.waitForServices(["memory.queue"]);
+  await broker.waitForServices(["memory.queue", "memory-timer.queue", "memory-cassandra.queue"]);
   console.log(
     `machine: ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}, load ${os.loadavg()[0]!.toFixed(2)}; ${TASKS} tasks per drain`,
   );
@@ -317,6 +335,21 @@ async function main(): Promise<void> {
     subjects.push(
       moleculerPull("in-memory Moleculer queue (same NATS)", broker, "memory.queue", { ...common, node: memory.pid! }),
     );
+  if (SUBJECTS.has("timer"))
+    subjects.push(
+      moleculerPull("in-memory, a 1 ms timer per commit (same NATS)", broker, "memory-timer.queue", {
+        ...common,
+        node: memory.pid!,
+      }),
+    );
+  if (SUBJECTS.has("cassandra"))
+    subjects.push(
+      moleculerPull("in-memory, a Cassandra row per commit (same NATS)", broker, "memory-cassandra.queue", {
+        ...common,
+        node: memory.pid!,
+        cassandra: cassandraPids()[0] ?? NaN,
+      }),
+    );
   if (SUBJECTS.has("bullmq")) subjects.push(bullSubject());
   if (SUBJECTS.has("rabbitmq")) subjects.push(await rabbitSubject());
   const results: [string, Record<string, number>][] = [];
@@ -336,6 +369,7 @@ async function main(): Promise<void> {
     await node.stop();
     memory.kill("SIGTERM");
     await dropKeyspace(keyspace);
+    await dropKeyspace(floorKeyspace);
     await cassandra.stop();
   }
   const keys = [...new Set(results.flatMap(([, r]) => Object.keys(r)))];
@@ -345,8 +379,10 @@ async function main(): Promise<void> {
       `${name.padEnd(48)}${keys.map(k => (r[k] === undefined ? "-" : r[k]! < 50 ? r[k]!.toFixed(2) : Math.round(r[k]!).toString()).padStart(24)).join("")}`,
     );
   }
-  if (SUBJECTS.has("queue") && SUBJECTS.has("memory")) {
-    const [mine, floor] = [results[0]![1], results[1]![1]];
+  const byName = (prefix: string) => results.find(([n]) => n.startsWith(prefix))?.[1];
+  const mine = byName("this queue");
+  const floor = byName("in-memory Moleculer");
+  if (mine && floor) {
     for (const w of WORKERS)
       console.log(
         `this queue / in-memory over NATS, ${w}-worker drain: ${((mine[`drain ${w} workers /s`]! / floor[`drain ${w} workers /s`]!) * 100).toFixed(0)} %`,
@@ -355,6 +391,18 @@ async function main(): Promise<void> {
     console.log(
       `this queue / in-memory over NATS, QueueWorker with concurrency 32: ${((mine[push]! / floor[push]!) * 100).toFixed(0)} %`,
     );
+  }
+  // What a commit's wait alone leaves of the floor: the bound of any queue that commits each change.
+  for (const [label, prefix] of [
+    ["a 1 ms timer per commit", "in-memory, a 1 ms"],
+    ["a Cassandra row per commit", "in-memory, a Cassandra"],
+  ] as const) {
+    const bound = byName(prefix);
+    if (!bound || !floor) continue;
+    const ratios = [...WORKERS.map(w => `drain ${w} workers /s`), "push, concurrency 32 /s"].map(
+      k => `${k.replace(" /s", "")} ${((bound[k]! / floor[k]!) * 100).toFixed(0)} %`,
+    );
+    console.log(`in-memory with ${label} / in-memory over NATS: ${ratios.join(", ")}`);
   }
 }
 
