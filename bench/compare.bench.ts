@@ -28,7 +28,15 @@ import { Queue, Worker } from "bullmq";
 import type { ServiceBroker } from "moleculer";
 import { ensureCassandra } from "../scripts/cassandra-launcher";
 import { clientBroker, dropKeyspace, freshNames, meta, NATS, StandaloneNode, waitForQueueNodes } from "./cluster";
-import { cassandraPids, cassandraRequestCounts, countsDiff, drainWithQueueWorker, processCpu } from "./harness";
+import {
+  cassandraPids,
+  cassandraRequestCounts,
+  countsDiff,
+  drainWithQueueWorker,
+  processCpu,
+  threadGroupCpu,
+  threadGroupsPerTask,
+} from "./harness";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 3000);
@@ -93,6 +101,8 @@ function cpuOf(pids: Record<string, number>): Record<string, number> {
 async function drain(s: Subject, queue: string, workers: number): Promise<number> {
   let done = 0;
   const req0 = await s.requests?.();
+  const jvm = s.pids?.cassandra;
+  const threads0 = jvm ? threadGroupCpu(jvm) : undefined;
   const cpu0 = cpuOf(s.pids ?? {});
   const t0 = performance.now();
   if (process.env.BENCH_MARKS) console.log(`  mark: drain ${workers} starts at ${process.hrtime.bigint()} ns`);
@@ -114,6 +124,10 @@ async function drain(s: Subject, queue: string, workers: number): Promise<number
     Object.keys(cpu1).map(k => [k, Math.round(((cpu1[k]! - cpu0[k]!) * 1e6) / Math.max(1, done)) / 1000]),
   );
   console.log(`  drain ${workers}: ${Math.round(rate)} tasks/s; CPU ms per task ${JSON.stringify(per)}`);
+  if (jvm && threads0)
+    console.log(
+      `    Cassandra CPU by thread, ms per task: ${threadGroupsPerTask(threads0, threadGroupCpu(jvm), done, 5)}`,
+    );
   if (req0 && s.requests) {
     const d = countsDiff(req0, await s.requests());
     const perReq = Object.entries(d).map(([k, n]) => `${k} ${(n / Math.max(1, done)).toFixed(3)}`);
@@ -149,7 +163,14 @@ async function measure(s: Subject): Promise<Record<string, number>> {
   if (s.push) {
     const pq = `push-${randomUUID()}`;
     await fill(s, pq, TASKS);
+    await new Promise(r => setTimeout(r, 1000));
+    const cpu0 = cpuOf(s.pids ?? {});
+    if (process.env.BENCH_MARKS) console.log(`  mark: push starts at ${process.hrtime.bigint()} ns`);
     out["push, concurrency 32 /s"] = await s.push(pq, TASKS, 32);
+    if (process.env.BENCH_MARKS) console.log(`  mark: push ends at ${process.hrtime.bigint()} ns`);
+    const cpu1 = cpuOf(s.pids ?? {});
+    const per = Object.keys(cpu1).map(k => `"${k}":${(((cpu1[k]! - cpu0[k]!) * 1e3) / TASKS).toFixed(3)}`);
+    console.log(`  push 32: ${Math.round(out["push, concurrency 32 /s"])} tasks/s; CPU ms per task {${per.join(",")}}`);
   }
   return out;
 }

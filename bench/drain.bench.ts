@@ -22,6 +22,7 @@
  *   BENCH_PROFILE=/tmp/drain npx tsx bench/drain.bench.ts  # a V8 CPU profile of each measured drain
  *                                                    # and of the fill before it (<dir>/drain-<workers>.cpuprofile,
  *                                                    # <dir>/fill-<workers>.cpuprofile)
+ *   BENCH_PROFILE_KIND=heap BENCH_PROFILE=/tmp/drain ...  # sampled allocations instead (.heapprofile)
  *   BENCH_CLIENT_IDS=1 npx tsx bench/drain.bench.ts  # the fill's adds carry their own taskId
  *   BENCH_TRANSPORTER=nats://127.0.0.1:4222 npx tsx bench/drain.bench.ts  # both brokers over NATS
  *   node --expose-gc --import tsx bench/drain.bench.ts  # also the heap left after each drain (full GC)
@@ -145,18 +146,35 @@ class StatementCounter {
   }
 }
 
+/** BENCH_PROFILE_KIND=heap: a sampling profile of every allocation (collected or not) instead of CPU. */
+const HEAP_PROFILE = process.env.BENCH_PROFILE_KIND === "heap";
+
 async function startProfile(): Promise<Session> {
   const session = new Session();
   session.connect();
+  if (HEAP_PROFILE) {
+    await session.post("HeapProfiler.enable");
+    await session.post("HeapProfiler.startSampling", {
+      samplingInterval: 4096,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+    return session;
+  }
   await session.post("Profiler.enable");
   await session.post("Profiler.start");
   return session;
 }
 
 async function stopProfile(session: Session, name: string): Promise<void> {
-  const { profile } = await session.post("Profiler.stop");
   mkdirSync(PROFILE!, { recursive: true });
-  writeFileSync(`${PROFILE}/${name}.cpuprofile`, JSON.stringify(profile));
+  if (HEAP_PROFILE) {
+    const { profile } = await session.post("HeapProfiler.stopSampling");
+    writeFileSync(`${PROFILE}/${name}.heapprofile`, JSON.stringify(profile));
+  } else {
+    const { profile } = await session.post("Profiler.stop");
+    writeFileSync(`${PROFILE}/${name}.cpuprofile`, JSON.stringify(profile));
+  }
   session.disconnect();
 }
 

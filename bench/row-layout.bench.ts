@@ -63,13 +63,39 @@ async function main(): Promise<void> {
       write,
     );
   };
+  // What the queue writes: the batch's events as one run row, and its marker row (one partition).
+  const runAndMarker = async (queue: string, b: number) => {
+    const parts: Buffer[] = [];
+    for (let i = 0; i < EVENTS; i++) {
+      const ev = randomBytes(90);
+      const head = Buffer.alloc(5);
+      head[0] = 2;
+      head.writeUInt32BE(ev.length, 1);
+      parts.push(head, ev);
+    }
+    const pos = (b * EVENTS) % 16384;
+    await client.batch(
+      [
+        {
+          query: `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, evs) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
+          params: [queue, range, b % 100, pos, Buffer.concat(parts), TTL],
+        },
+        {
+          query: `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, batch_end) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
+          params: [queue, range, b % 100, 2 ** 20 + pos, pos + EVENTS, TTL],
+        },
+      ],
+      { ...write, logged: false },
+    );
+  };
+  const layouts = (process.env.BENCH_LAYOUTS ?? "rows,blob").split(",");
+  const all = {
+    rows: ["a row per event", rows],
+    blob: ["one blob per batch", blob],
+    run: ["a run row + marker", runAndMarker],
+  } as const;
   try {
-    for (const [name, run] of [
-      ["a row per event", rows],
-      ["one blob per batch", blob],
-      ["a row per event", rows],
-      ["one blob per batch", blob],
-    ] as const) {
+    for (const [name, run] of [...layouts, ...layouts].map(l => all[l as keyof typeof all])) {
       for (let i = 0; i < 200; i++) await run(`warm-${name}`, i);
       const queue = `${name}-${randomBytes(2).toString("hex")}`;
       const cpu0 = process.cpuUsage();

@@ -210,13 +210,11 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
         };
       }
 
-      return async function guardOwner(this: Service, ctx: Context<unknown, AclMeta>) {
+      /** The call, once its owner is established (`grant`: the verified grant in grant mode). */
+      const admit = (service: Service, ctx: Context<unknown, AclMeta>, grant: AccessGrant | undefined) => {
         const named = ownerOf(ctx.meta);
         let ownerId: string;
-        if (verify) {
-          const token = ctx.meta.grant;
-          if (typeof token !== "string" || token === "") throw new GrantRequiredError(actionName);
-          const grant = await verify(token);
+        if (grant) {
           if (named !== undefined && named !== grant.ownerId) throw new OwnerNotAllowedError();
           const serviceId = serviceIdOf(ctx.params);
           if (typeof serviceId === "string" && !grantCovers(grant, serviceId)) {
@@ -230,17 +228,29 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
         }
         ctx.meta.ownerId = ownerId;
         ctx.meta.acl = { ...(isRecord(ctx.meta.acl) ? ctx.meta.acl : {}), ownerId };
-
-        if (aclAction !== undefined) {
-          const request: AclDecisionRequest = {
-            action: actionName,
-            ownerId,
-            params: { serviceId: serviceIdOf(ctx.params) },
-          };
-          const decision = await ctx.call<unknown, AclDecisionRequest>(aclAction, request, { meta: ctx.meta });
+        if (aclAction === undefined) return next.call(service, ctx);
+        const request: AclDecisionRequest = {
+          action: actionName,
+          ownerId,
+          params: { serviceId: serviceIdOf(ctx.params) },
+        };
+        return ctx.call<unknown, AclDecisionRequest>(aclAction, request, { meta: ctx.meta }).then(decision => {
           if (!isAllowed(decision)) throw new AccessDeniedError({ action: actionName, ownerId });
+          return next.call(service, ctx);
+        });
+      };
+      // Not async: a worker's token verified before (the usual case) costs no waiting and no frame.
+      return function guardOwner(this: Service, ctx: Context<unknown, AclMeta>) {
+        try {
+          if (!verify) return Promise.resolve(admit(this, ctx, undefined));
+          const token = ctx.meta.grant;
+          if (typeof token !== "string" || token === "") throw new GrantRequiredError(actionName);
+          const known = verify.cached?.(token);
+          if (known) return Promise.resolve(admit(this, ctx, known));
+          return verify(token).then(grant => admit(this, ctx, grant));
+        } catch (err) {
+          return Promise.reject(err);
         }
-        return next.call(this, ctx);
       };
     },
   };

@@ -264,9 +264,8 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
       },
       fetch: {
         params: fetchParams,
-        async handler(ctx: QueueContext<FetchParams>) {
-          const task = await fetchTask(ctx);
-          return task ? task.value : null;
+        handler(ctx: QueueContext<FetchParams>) {
+          return fetchTask(ctx).then(task => (task ? task.value : null));
         },
       },
       /** Like fetch, with what a worker needs: `{ taskId, attempt, leaseUntil, cancelled, value }` or null. */
@@ -276,9 +275,8 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
       },
       ack: {
         params: ackParams,
-        async handler(ctx: QueueContext<AckParams>) {
-          const outcome = await this.ackOutcome(ctx);
-          return outcome.ok;
+        handler(ctx: QueueContext<AckParams>) {
+          return this.ackOutcome(ctx).then((outcome: { ok: boolean }) => outcome.ok);
         },
       },
       /**
@@ -288,7 +286,7 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
        */
       ackTask: {
         params: ackTaskParams,
-        async handler(ctx: QueueContext<AckParams>) {
+        handler(ctx: QueueContext<AckParams>) {
           return this.ackOutcome(ctx, ctx.params.next === true);
         },
       },

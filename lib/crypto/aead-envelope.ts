@@ -28,8 +28,18 @@ let sodiumReady: Promise<typeof sodium> | undefined;
 
 /** libsodium after its WASM module has loaded; loads it once per process. */
 export function loadSodium(): Promise<typeof sodium> {
-  sodiumReady ??= sodium.ready.then(() => sodium);
+  sodiumReady ??= sodium.ready.then(() => {
+    sodiumLoaded = sodium;
+    return sodium;
+  });
   return sodiumReady;
+}
+
+let sodiumLoaded: typeof sodium | undefined;
+
+/** libsodium if `loadSodium` has loaded it already, for paths that need not wait. */
+export function loadedSodium(): typeof sodium | undefined {
+  return sodiumLoaded;
 }
 
 /**
@@ -37,13 +47,16 @@ export function loadSodium(): Promise<typeof sodium> {
  * the envelope version: no two different lists of parts encode to the same bytes.
  */
 export function encodeAssociatedData(parts: readonly string[]): Buffer {
-  const encoded = parts.map(part => Buffer.from(part, "utf8"));
-  const out = Buffer.allocUnsafe(1 + encoded.reduce((sum, part) => sum + 4 + part.length, 0));
+  // Lengths first, then each part written in place: no buffer per part (this runs for every value).
+  let size = 1;
+  for (let i = 0; i < parts.length; i++) size += 4 + Buffer.byteLength(parts[i]!, "utf8");
+  const out = Buffer.allocUnsafe(size);
   out[0] = ENVELOPE_VERSION;
   let offset = 1;
-  for (const part of encoded) {
-    offset = out.writeUInt32BE(part.length, offset);
-    offset += part.copy(out, offset);
+  for (let i = 0; i < parts.length; i++) {
+    const written = out.write(parts[i]!, offset + 4, "utf8");
+    out.writeUInt32BE(written, offset);
+    offset += 4 + written;
   }
   return out;
 }

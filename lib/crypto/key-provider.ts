@@ -18,6 +18,8 @@ export interface KeyProvider {
   current(ownerId: string, caller?: unknown): Promise<OwnerKey>;
   /** The owner's key with this id, used to open values sealed with it (also after a rotation). */
   byId(ownerId: string, id: string, caller?: unknown): Promise<OwnerKey>;
+  /** The key `byId` would answer at once from memory, if it holds it (an optional fast path). */
+  cachedById?(ownerId: string, id: string): OwnerKey | undefined;
 }
 
 /** What the provider needs of a Moleculer broker or context: `call`. */
@@ -118,6 +120,10 @@ export class MoleculerKeyProvider implements KeyProvider {
       this.cache.set(cacheKey, key, this.keyByIdTtlMs);
       return key;
     });
+  }
+
+  cachedById(ownerId: string, id: string): OwnerKey | undefined {
+    return this.cache.get(byIdCacheKey(ownerId, id));
   }
 
   /** Forgets every cached key (e.g. after the keys service reported a revocation). */

@@ -5,7 +5,14 @@
  */
 import type { SealContext, Sealed, ValueCodec } from "../codec";
 import { DecryptionError } from "../errors";
-import { EnvelopeError, encodeAssociatedData, loadSodium, openEnvelope, sealEnvelope } from "./aead-envelope";
+import {
+  EnvelopeError,
+  encodeAssociatedData,
+  loadedSodium,
+  loadSodium,
+  openEnvelope,
+  sealEnvelope,
+} from "./aead-envelope";
 import type { KeyProvider, OwnerKey } from "./key-provider";
 
 /** Separates these associated data from those of other uses of the envelope (wrapped keys). */
@@ -20,16 +27,20 @@ export class SodiumCodec implements ValueCodec {
     return { keyId: ownerKey.id, blob };
   }
 
-  async open(context: SealContext, sealed: Sealed, caller?: unknown): Promise<Buffer> {
-    const [sodium, ownerKey] = await Promise.all([loadSodium(), this.ownerKey(context, sealed.keyId, caller)]);
-    try {
-      return openEnvelope(sodium, ownerKey.key, sealed.blob, associatedData(context, sealed.keyId));
-    } catch (err) {
-      if (err instanceof EnvelopeError) {
-        throw new DecryptionError(context.queue, context.taskId, context.field, err.reason);
+  open(context: SealContext, sealed: Sealed, caller?: unknown): Promise<Buffer> {
+    // Every fetch opens a value: with libsodium loaded and the key in memory, no waiting at all.
+    const sodium = loadedSodium();
+    const ownerKey = sodium && this.keys.cachedById?.(context.ownerId, sealed.keyId);
+    if (sodium && ownerKey) {
+      try {
+        return Promise.resolve(openWith(sodium, ownerKey, context, sealed));
+      } catch (err) {
+        return Promise.reject(err);
       }
-      throw err;
     }
+    return Promise.all([loadSodium(), this.ownerKey(context, sealed.keyId, caller)]).then(([s, k]) =>
+      openWith(s, k, context, sealed),
+    );
   }
 
   /** A key the keys service does not know (expired, or never issued) makes the value undecryptable. */
@@ -42,6 +53,22 @@ export class SodiumCodec implements ValueCodec {
       }
       throw err;
     }
+  }
+}
+
+function openWith(
+  sodium: NonNullable<ReturnType<typeof loadedSodium>>,
+  ownerKey: OwnerKey,
+  context: SealContext,
+  sealed: Sealed,
+): Buffer {
+  try {
+    return openEnvelope(sodium, ownerKey.key, sealed.blob, associatedData(context, sealed.keyId));
+  } catch (err) {
+    if (err instanceof EnvelopeError) {
+      throw new DecryptionError(context.queue, context.taskId, context.field, err.reason);
+    }
+    throw err;
   }
 }
 

@@ -19,7 +19,10 @@ export interface AccessGrant {
 }
 
 /** Turns a bearer token into a grant, or throws a 401 error (InvalidTokenError, TokenExpiredError). */
-export type TokenVerifier = (token: string) => Promise<AccessGrant>;
+export type TokenVerifier = ((token: string) => Promise<AccessGrant>) & {
+  /** The grant of a token verified before and still remembered, without waiting (optional). */
+  cached?(token: string): AccessGrant | undefined;
+};
 
 export interface JwtVerifierOptions {
   /** Shared secret for HS256 tokens, at least 32 bytes. @defaultValue API_JWT_SECRET */
@@ -113,7 +116,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier {
   // (at most a minute), which saves the signature check on the hot path.
   const verified = new TtlCache<AccessGrant>({ maxEntries: VERIFIED_TOKENS_CACHED });
 
-  return async token => {
+  const verifier: TokenVerifier = async token => {
     const known = verified.get(token);
     if (known) return known;
     let payload: Record<string, unknown>;
@@ -127,6 +130,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): TokenVerifier {
     if (ttl > 0) verified.set(token, grant, ttl);
     return grant;
   };
+  verifier.cached = token => verified.get(token);
+  return verifier;
 }
 
 function verificationError(error: unknown): Error {

@@ -221,28 +221,28 @@ export class QueueEngine {
     await this.register(key);
   }
 
-  async fetch(
+  fetch(
     caller: unknown,
     key: QueueKey,
     worker: string,
     timeToRecoverMs: number,
     waitMs = 0,
   ): Promise<FetchedTask | null> {
-    const d = (await this.route({ op: "fetch", key, worker, timeToRecoverMs, waitMs }, caller)) as Delivery | null;
-    return this.opened(caller, key, d);
+    return this.route({ op: "fetch", key, worker, timeToRecoverMs, waitMs }, caller).then(d =>
+      this.opened(caller, key, d as Delivery | null),
+    );
   }
 
   /** A delivery with its value opened for the caller. */
-  private async opened(caller: unknown, key: QueueKey, d: Delivery | null): Promise<FetchedTask | null> {
+  private opened(caller: unknown, key: QueueKey, d: Delivery | null): Promise<FetchedTask | null> | null {
     if (!d) return null;
-    const plain = await this.codec.open(sealContext(key, d.taskId, "value"), d.value, caller);
-    return {
+    return this.codec.open(sealContext(key, d.taskId, "value"), d.value, caller).then(plain => ({
       taskId: d.taskId,
       attempt: d.attempt,
       leaseUntil: d.leaseUntil,
       cancelled: d.cancelled,
       value: unjson(plain),
-    };
+    }));
   }
 
   /**
@@ -425,12 +425,10 @@ export class QueueEngine {
   // ---- routing -----------------------------------------------------------------------------------
 
   /** Runs a request where its queue is served; a Cassandra failure becomes a typed storage error. */
-  private async route(request: QueueRequest, caller: unknown): Promise<unknown> {
-    try {
-      return await this.router.route(request, caller);
-    } catch (err) {
+  private route(request: QueueRequest, caller: unknown): Promise<unknown> {
+    return this.router.route(request, caller).catch((err: unknown) => {
       throw asStorageError(request.op, err);
-    }
+    });
   }
 
   /** Runs a request that another node forwarded here. */

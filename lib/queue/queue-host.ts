@@ -210,22 +210,32 @@ export class QueueHost {
    * Runs a request on a queue this node owns. It needs no caller: what it keeps comes sealed
    * (values by the entry node; outcomes, progress and errors by their LateSeal).
    */
-  async run(queue: OwnedQueue, r: QueueRequest): Promise<unknown> {
+  run(queue: OwnedQueue, r: QueueRequest): Promise<unknown> {
+    // Not async: the state's own promise is returned as it is (no frame and no extra turns per call).
+    try {
+      return Promise.resolve(this.runOn(queue, r));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private runOn(queue: OwnedQueue, r: QueueRequest): unknown {
     const state = queue.state;
     const retentionMs = this.deps.options.retentionSeconds * 1000;
     switch (r.op) {
       case "add":
-        await state.add({
-          taskId: r.taskId,
-          clientId: r.clientId,
-          value: r.value,
-          token: r.token,
-          expiresAt: r.expiresAt,
-          notBefore: r.notBefore,
-          maxAttempts: r.maxAttempts,
-          checkIndex: r.retry,
-        });
-        return true;
+        return state
+          .add({
+            taskId: r.taskId,
+            clientId: r.clientId,
+            value: r.value,
+            token: r.token,
+            expiresAt: r.expiresAt,
+            notBefore: r.notBefore,
+            maxAttempts: r.maxAttempts,
+            checkIndex: r.retry,
+          })
+          .then(() => true);
       case "fetch":
         return state.fetch(r.worker, r.timeToRecoverMs, r.waitMs);
       case "ack":
@@ -239,13 +249,15 @@ export class QueueHost {
       case "cancel":
         return state.cancel(r.taskId, t => r.outcome(t.id));
       case "dead":
-        return (await deadTasks(state, r.limit)).map(d => ({
-          taskId: d.taskId,
-          attempt: d.attempt,
-          reason: d.reason,
-          error: d.error,
-          expiresAt: d.expiresAt,
-        }));
+        return deadTasks(state, r.limit).then(dead =>
+          dead.map(d => ({
+            taskId: d.taskId,
+            attempt: d.attempt,
+            reason: d.reason,
+            error: d.error,
+            expiresAt: d.expiresAt,
+          })),
+        );
       case "redrive":
         return state.redrive(r.taskIds);
       case "purge":

@@ -57,10 +57,21 @@ export class Router {
     private readonly options: Pick<QueueEngineOptions, "forwardTimeoutMs">,
   ) {}
 
-  async route(request: QueueRequest, caller: unknown): Promise<unknown> {
+  route(request: QueueRequest, caller: unknown): Promise<unknown> {
+    // The usual case, a queue served here: no async frame of its own (one per call on the hot path).
+    const local = this.host.get(request.key);
+    if (!local) return this.routeFrom(0, request, caller, undefined);
+    return this.host.run(local, request).catch((err: unknown) => {
+      if (!(err instanceof OwnershipLostError)) throw err;
+      return this.routeFrom(1, request, caller, err);
+    });
+  }
+
+  /** The hops from `first` on (the first `first` failed with `lastError`). */
+  private async routeFrom(first: number, request: QueueRequest, caller: unknown, failed: unknown): Promise<unknown> {
     let r = request;
-    let lastError: unknown;
-    for (let hop = 0; hop < MAX_HOPS; hop++) {
+    let lastError: unknown = failed;
+    for (let hop = first; hop < MAX_HOPS; hop++) {
       if (hop > 1) await new Promise(res => setTimeout(res, 20 * hop));
       // After a failed attempt an add may have committed anyway: its retry checks the index first.
       if (hop > 0 && r.op === "add" && !r.retry) r = { ...r, retry: true };
