@@ -6,7 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Client } from "cassandra-driver";
-import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
+import type { Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import type { ValueCodec } from "../lib/codec";
 import { cassandraConfigFromEnv, connectCassandra } from "../lib/cassandra/client";
 import { MoleculerKeyProvider } from "../lib/crypto/key-provider";
@@ -199,6 +199,19 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
   } as const;
 
   const queueOf = (ctx: QueueContext<{ serviceId: string }>) => queueKey(ownerOf(ctx), ctx.params.serviceId);
+  // Operation counts for the metrics (one per call, by outcome); see `merged` below.
+  function countError(this: { countOperation(a: string, o: string): void }, ctx: Context, err: Error): never {
+    this.countOperation(
+      String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"),
+      (err as { type?: string }).type ?? "ERROR",
+    );
+    throw err;
+  }
+  function countAfter(this: { countOperation(a: string, o: string): void }, ctx: Context, res: unknown): unknown {
+    this.countOperation(String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"), "ok");
+    return res;
+  }
+
   const fetchTask = (ctx: QueueContext<FetchParams>) =>
     engine.fetch(
       ctx,
@@ -462,22 +475,13 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
         engine?.nodeDisconnected(ctx.params.node.id);
       },
     },
-    hooks: {
-      error: {
-        "*"(this: { countOperation(a: string, o: string): void }, ctx: Context, err: Error) {
-          this.countOperation(
-            String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"),
-            (err as { type?: string }).type ?? "ERROR",
-          );
-          throw err;
-        },
-      },
-      after: {
-        "*"(this: { countOperation(a: string, o: string): void }, ctx: Context, res: unknown) {
-          this.countOperation(String((ctx.action as { rawName?: string } | undefined)?.rawName ?? "unknown"), "ok");
-          return res;
-        },
-      },
+    hooks: { error: { "*": countError }, after: { "*": countAfter } },
+    /** Without metrics the counting hooks would only cost every call a few promises: left out. */
+    merged(this: Service, schema: ServiceSchema) {
+      if (this.broker.isMetricsEnabled()) return;
+      const hooks = schema.hooks as { error?: Record<string, unknown>; after?: Record<string, unknown> } | undefined;
+      if (hooks?.error?.["*"] === countError) delete hooks.error["*"];
+      if (hooks?.after?.["*"] === countAfter) delete hooks.after["*"];
     },
     methods: {
       /** The ack; with `withNext`, also the worker's next task (the engine requires the taskId then). */

@@ -175,11 +175,9 @@ export class QueueState {
   }
 
   /** Appends an event; its derived rows are written once it is committed. */
-  private append(
-    event: LogEvent,
-    derived: (at: number) => DerivedWrite[] = () => [],
-  ): { at: number; committed: Promise<void> } {
+  private append(event: LogEvent, derived?: (at: number) => DerivedWrite[]): { at: number; committed: Promise<void> } {
     const appended = this.log.append(event);
+    if (!derived) return appended;
     const writes = derived(appended.at);
     const committed =
       writes.length === 0
