@@ -20,6 +20,7 @@ import {
   AccessDeniedError,
   ConfigurationError,
   GrantRequiredError,
+  InvalidTokenError,
   OwnerMissingError,
   OwnerNotAllowedError,
   ServiceNotAllowedError,
@@ -210,11 +211,17 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
         };
       }
 
-      /** The call, once its owner is established (`grant`: the verified grant in grant mode). */
+      /**
+       * The call, once its owner is established: from the verified `grant` when grants are verified
+       * (then `grant` must be one: a verifier that answers nothing refuses the call), else from meta.
+       */
       const admit = (service: Service, ctx: Context<unknown, AclMeta>, grant: AccessGrant | undefined) => {
         const named = ownerOf(ctx.meta);
         let ownerId: string;
-        if (grant) {
+        if (verify) {
+          if (!isRecord(grant) || typeof grant.ownerId !== "string" || grant.ownerId === "") {
+            throw new InvalidTokenError("the verifier gave no owner");
+          }
           if (named !== undefined && named !== grant.ownerId) throw new OwnerNotAllowedError();
           const serviceId = serviceIdOf(ctx.params);
           if (typeof serviceId === "string" && !grantCovers(grant, serviceId)) {
@@ -247,7 +254,8 @@ export function AclMiddleware(options: AclMiddlewareOptions = {}): Middleware & 
           if (typeof token !== "string" || token === "") throw new GrantRequiredError(actionName);
           const known = verify.cached?.(token);
           if (known) return Promise.resolve(admit(this, ctx, known));
-          return verify(token).then(grant => admit(this, ctx, grant));
+          // Promise.resolve: a custom verifier may answer with a plain value.
+          return Promise.resolve(verify(token)).then(grant => admit(this, ctx, grant));
         } catch (err) {
           return Promise.reject(err);
         }

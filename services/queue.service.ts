@@ -476,7 +476,10 @@ export function createQueueService(options: QueueServiceOptions = {}): ServiceSc
       },
     },
     hooks: { error: { "*": countError }, after: { "*": countAfter } },
-    /** Without metrics the counting hooks would only cost every call a few promises: left out. */
+    /**
+     * Without metrics the counting hooks would only cost every call a few promises: left out (from
+     * this schema object, which, like the engine, belongs to one broker).
+     */
     merged(this: Service, schema: ServiceSchema) {
       if (this.broker.isMetricsEnabled()) return;
       const hooks = schema.hooks as { error?: Record<string, unknown>; after?: Record<string, unknown> } | undefined;

@@ -332,3 +332,49 @@ describe("AclMiddleware in grant mode", () => {
     expect(() => AclMiddleware({ env: { ACL_TRUST_META: "maybe" } })).toThrow(/ACL_TRUST_META/);
   });
 });
+
+describe("AclMiddleware with a verifier function of the user's", () => {
+  it("refuses a call when the verifier answers no grant, whatever meta names (INVALID_TOKEN)", async () => {
+    // A verifier that answers nothing for a token it does not know must not fall back to meta.
+    const verifier = (async () => undefined) as unknown as NonNullable<AclMiddlewareOptions["grants"]>;
+    const broker = await startBroker({ grants: verifier });
+    try {
+      for (const meta of [
+        { grant: "unknown", ownerId: "victim" },
+        { grant: "unknown", acl: { ownerId: "victim" } },
+        { grant: "unknown" },
+      ]) {
+        await expect(broker.call("worker.queue.add", {}, { meta })).rejects.toMatchObject({
+          type: "INVALID_TOKEN",
+          code: 401,
+        });
+      }
+    } finally {
+      await broker.stop();
+    }
+  });
+
+  it("takes a grant answered as a plain value, and checks it as any other", async () => {
+    const verifier = ((token: string) =>
+      token === "good"
+        ? { ownerId: "owner-f", services: ["q1"] }
+        : Promise.reject(new Error("no"))) as unknown as NonNullable<AclMiddlewareOptions["grants"]>;
+    const broker = await startBroker({ grants: verifier });
+    try {
+      const seen = await broker.call<Seen, object>(
+        "worker.queue.add",
+        { serviceId: "q1" },
+        { meta: { grant: "good" } },
+      );
+      expect(seen).toEqual({ ownerId: "owner-f", acl: { ownerId: "owner-f" } });
+      await expect(
+        broker.call("worker.queue.add", { serviceId: "q2" }, { meta: { grant: "good" } }),
+      ).rejects.toMatchObject({ type: "SERVICE_NOT_ALLOWED" });
+      await expect(
+        broker.call("worker.queue.add", { serviceId: "q1" }, { meta: { grant: "good", ownerId: "other" } }),
+      ).rejects.toMatchObject({ type: "OWNER_NOT_ALLOWED" });
+    } finally {
+      await broker.stop();
+    }
+  });
+});

@@ -18,7 +18,11 @@ export interface KeyProvider {
   current(ownerId: string, caller?: unknown): Promise<OwnerKey>;
   /** The owner's key with this id, used to open values sealed with it (also after a rotation). */
   byId(ownerId: string, id: string, caller?: unknown): Promise<OwnerKey>;
-  /** The key `byId` would answer at once from memory, if it holds it (an optional fast path). */
+  /**
+   * The key `byId` would answer at once from memory, if it holds it (an optional fast path for
+   * opening values). It must answer only what `byId` would answer now, its checks included: a
+   * subclass that overrides `byId` overrides this too.
+   */
   cachedById?(ownerId: string, id: string): OwnerKey | undefined;
 }
 

@@ -20,7 +20,11 @@ export interface AccessGrant {
 
 /** Turns a bearer token into a grant, or throws a 401 error (InvalidTokenError, TokenExpiredError). */
 export type TokenVerifier = ((token: string) => Promise<AccessGrant>) & {
-  /** The grant of a token verified before and still remembered, without waiting (optional). */
+  /**
+   * The grant of a token verified before and still remembered, without waiting (optional). It
+   * must answer only what the verifier itself would answer now, its checks included: a wrapper
+   * that adds checks must not copy another verifier's `cached`.
+   */
   cached?(token: string): AccessGrant | undefined;
 };
 

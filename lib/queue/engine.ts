@@ -236,7 +236,8 @@ export class QueueEngine {
   /** A delivery with its value opened for the caller. */
   private opened(caller: unknown, key: QueueKey, d: Delivery | null): Promise<FetchedTask | null> | null {
     if (!d) return null;
-    return this.codec.open(sealContext(key, d.taskId, "value"), d.value, caller).then(plain => ({
+    // Promise.resolve: a codec of the user's may answer with a plain Buffer.
+    return Promise.resolve(this.codec.open(sealContext(key, d.taskId, "value"), d.value, caller)).then(plain => ({
       taskId: d.taskId,
       attempt: d.attempt,
       leaseUntil: d.leaseUntil,
