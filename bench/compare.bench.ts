@@ -98,6 +98,18 @@ function cpuOf(pids: Record<string, number>): Record<string, number> {
   return out;
 }
 
+/** CPU ms per task of each process between two readings of `cpuOf`. */
+function cpuPerTask(before: Record<string, number>, after: Record<string, number>, tasks: number) {
+  return Object.fromEntries(
+    Object.keys(after).map(k => [k, Math.round(((after[k]! - before[k]!) * 1e6) / Math.max(1, tasks)) / 1000]),
+  );
+}
+
+/** BENCH_MARKS: a moment on the monotonic clock (ns), to cut a perf recording or a profile to. */
+function mark(what: string): void {
+  if (process.env.BENCH_MARKS) console.log(`  mark: ${what} at ${process.hrtime.bigint()} ns`);
+}
+
 async function drain(s: Subject, queue: string, workers: number): Promise<number> {
   let done = 0;
   const req0 = await s.requests?.();
@@ -105,7 +117,7 @@ async function drain(s: Subject, queue: string, workers: number): Promise<number
   const threads0 = jvm ? threadGroupCpu(jvm) : undefined;
   const cpu0 = cpuOf(s.pids ?? {});
   const t0 = performance.now();
-  if (process.env.BENCH_MARKS) console.log(`  mark: drain ${workers} starts at ${process.hrtime.bigint()} ns`);
+  mark(`drain ${workers} starts`);
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
       const worker = `w-${w}`;
@@ -118,11 +130,8 @@ async function drain(s: Subject, queue: string, workers: number): Promise<number
     }),
   );
   const rate = done / ((performance.now() - t0) / 1000);
-  if (process.env.BENCH_MARKS) console.log(`  mark: drain ${workers} ends at ${process.hrtime.bigint()} ns`);
-  const cpu1 = cpuOf(s.pids ?? {});
-  const per = Object.fromEntries(
-    Object.keys(cpu1).map(k => [k, Math.round(((cpu1[k]! - cpu0[k]!) * 1e6) / Math.max(1, done)) / 1000]),
-  );
+  mark(`drain ${workers} ends`);
+  const per = cpuPerTask(cpu0, cpuOf(s.pids ?? {}), done);
   console.log(`  drain ${workers}: ${Math.round(rate)} tasks/s; CPU ms per task ${JSON.stringify(per)}`);
   if (jvm && threads0)
     console.log(
@@ -165,12 +174,13 @@ async function measure(s: Subject): Promise<Record<string, number>> {
     await fill(s, pq, TASKS);
     await new Promise(r => setTimeout(r, 1000));
     const cpu0 = cpuOf(s.pids ?? {});
-    if (process.env.BENCH_MARKS) console.log(`  mark: push starts at ${process.hrtime.bigint()} ns`);
+    mark("push starts");
     out["push, concurrency 32 /s"] = await s.push(pq, TASKS, 32);
-    if (process.env.BENCH_MARKS) console.log(`  mark: push ends at ${process.hrtime.bigint()} ns`);
-    const cpu1 = cpuOf(s.pids ?? {});
-    const per = Object.keys(cpu1).map(k => `"${k}":${(((cpu1[k]! - cpu0[k]!) * 1e3) / TASKS).toFixed(3)}`);
-    console.log(`  push 32: ${Math.round(out["push, concurrency 32 /s"])} tasks/s; CPU ms per task {${per.join(",")}}`);
+    mark("push ends");
+    const per = cpuPerTask(cpu0, cpuOf(s.pids ?? {}), TASKS);
+    console.log(
+      `  push 32: ${Math.round(out["push, concurrency 32 /s"])} tasks/s; CPU ms per task ${JSON.stringify(per)}`,
+    );
   }
   return out;
 }

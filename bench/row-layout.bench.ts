@@ -25,6 +25,19 @@ function busy(us: number): void {
 }
 const TTL = 7 * 86_400;
 
+/** A batch's events as one blob: each a kind byte and a length, then 90 random bytes. */
+function eventsBlob(): Buffer {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < EVENTS; i++) {
+    const ev = randomBytes(90);
+    const head = Buffer.alloc(5);
+    head[0] = 2;
+    head.writeUInt32BE(ev.length, 1);
+    parts.push(head, ev);
+  }
+  return Buffer.concat(parts);
+}
+
 async function main(): Promise<void> {
   const bench = await driverBench("bench_rows");
   const { client, ks, pid } = bench;
@@ -49,36 +62,20 @@ async function main(): Promise<void> {
     await client.batch(queries, { ...write, logged: false });
   };
   const blob = async (queue: string, b: number) => {
-    const parts: Buffer[] = [];
-    for (let i = 0; i < EVENTS; i++) {
-      const ev = randomBytes(90);
-      const head = Buffer.alloc(5);
-      head[0] = 2;
-      head.writeUInt32BE(ev.length, 1);
-      parts.push(head, ev);
-    }
     await client.execute(
       `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, batch_end, evs) VALUES (?, ?, ?, ?, ?, ?) USING TTL ?`,
-      [queue, range, b % 100, 2 ** 21 + b, b + EVENTS, Buffer.concat(parts), TTL],
+      [queue, range, b % 100, 2 ** 21 + b, b + EVENTS, eventsBlob(), TTL],
       write,
     );
   };
   // What the queue writes: the batch's events as one run row, and its marker row (one partition).
   const runAndMarker = async (queue: string, b: number) => {
-    const parts: Buffer[] = [];
-    for (let i = 0; i < EVENTS; i++) {
-      const ev = randomBytes(90);
-      const head = Buffer.alloc(5);
-      head[0] = 2;
-      head.writeUInt32BE(ev.length, 1);
-      parts.push(head, ev);
-    }
     const pos = (b * EVENTS) % 16384;
     await client.batch(
       [
         {
           query: `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, evs) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
-          params: [queue, range, b % 100, pos, Buffer.concat(parts), TTL],
+          params: [queue, range, b % 100, pos, eventsBlob(), TTL],
         },
         {
           query: `INSERT INTO ${ks}.log (queue, range_id, bucket, pos, batch_end) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
